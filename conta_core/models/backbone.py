@@ -1,0 +1,150 @@
+"""ResNet backbones with configurable output stride, frozen BN and frozen conv1.
+
+``build_resnet`` returns a :class:`ResNetBackbone` whose ``forward`` gives the
+outputs of the stem and the four residual stages. The paper calls the stage
+outputs block 2..5 (ResNet layer1..layer4); ``stage_channels`` lists their
+widths so heads and the CONTA fusion layers can be sized without a dry run.
+
+Weights: ``"none"`` (random init, used by tests and the CPU demo),
+``"imagenet"`` (torchvision's weights API; needs network once) or a path to a
+local checkpoint loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+import torchvision
+
+DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
+_WEIGHTS_ENUM = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights",
+                 101: "ResNet101_Weights"}
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be loaded."""
+
+
+def _strides_for(output_stride: int) -> tuple[int, int, int, int]:
+    # Stride of layer1..layer4; the stem (conv1 + maxpool) adds a factor 4.
+    if output_stride == 32:
+        return (1, 2, 2, 2)
+    if output_stride == 16:
+        return (1, 2, 2, 1)  # IRNet's (2,2,2,1) counts conv1; here the stem is separate
+    if output_stride == 8:
+        return (1, 2, 1, 1)
+    raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+
+
+class ResNetBackbone(nn.Module):
+    def __init__(self, depth: int = 50, output_stride: int = 16, freeze_bn: bool = True,
+                 freeze_conv1: bool = True):
+        super().__init__()
+        if depth not in DEPTHS:
+            raise ValueError(f"backbone depth must be one of {sorted(DEPTHS)}, got {depth}")
+        net = getattr(torchvision.models, DEPTHS[depth])(weights=None)
+        dilation = 1
+        for layer, stride in zip((net.layer2, net.layer3, net.layer4), _strides_for(output_stride)[1:]):
+            if stride == 1:
+                # Trade the stage's stride for dilation (DeepLab's atrous convolution).
+                dilation *= 2
+                _set_stride(layer[0], 1)
+            for block in layer:
+                _set_dilation(block, dilation)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        expansion = 4 if depth >= 50 else 1
+        self.stage_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
+        self.output_stride = output_stride
+        self.depth = depth
+        self.freeze_bn = freeze_bn
+        if freeze_conv1:
+            for p in net.conv1.parameters():
+                p.requires_grad_(False)
+            for p in net.bn1.parameters():
+                p.requires_grad_(False)
+        if freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    for p in m.parameters():
+                        p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ResNetBackbone":
+        super().train(mode)
+        if self.freeze_bn:
+            # Frozen BN keeps its running statistics: always in eval mode.
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def stages(self):
+        return (self.layer1, self.layer2, self.layer3, self.layer4)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        outs = []
+        for layer in self.stages():
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+
+def _set_stride(block: nn.Module, stride: int) -> None:
+    conv = block.conv2 if hasattr(block, "conv3") else block.conv1
+    conv.stride = (stride, stride)
+    if block.downsample is not None:
+        block.downsample[0].stride = (stride, stride)
+
+
+def _set_dilation(block: nn.Module, dilation: int) -> None:
+    if dilation == 1:
+        return
+    convs = [block.conv2] if hasattr(block, "conv3") else [block.conv1, block.conv2]
+    for conv in convs:
+        conv.dilation = (dilation, dilation)
+        conv.padding = (dilation, dilation)
+
+
+def build_resnet(depth: int, output_stride: int, weights: str = "none", freeze_bn: bool = True,
+                 freeze_conv1: bool = True) -> ResNetBackbone:
+    backbone = ResNetBackbone(depth, output_stride, freeze_bn, freeze_conv1)
+    load_backbone_weights(backbone, depth, weights)
+    return backbone
+
+
+def load_backbone_weights(backbone: ResNetBackbone, depth: int, weights: str) -> None:
+    """Load ``imagenet`` (torchvision) or a local checkpoint into the backbone."""
+    if weights in (None, "none"):
+        return
+    if weights == "imagenet":
+        enum = getattr(torchvision.models, _WEIGHTS_ENUM[depth]).IMAGENET1K_V1
+        try:
+            state = enum.get_state_dict(progress=False)
+        except Exception as err:  # network errors come in many types
+            raise WeightsError(
+                f"could not fetch ImageNet weights for ResNet-{depth} ({err.__class__.__name__}: {err}).\n"
+                f"Download {enum.url} on a machine with network access, copy it here and set "
+                f"the config key's weights to that file's path (e.g. weights: /data/{Path(enum.url).name})."
+            ) from err
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} does not exist (set weights: none | imagenet | <path>)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+    own = {}
+    for name, module in (("stem.0", "conv1"), ("stem.1", "bn1")):
+        for k, v in list(state.items()):
+            if k.startswith(module + "."):
+                own[name + k[len(module):]] = v
+    for k, v in state.items():
+        if k.startswith("layer"):
+            own[k] = v
+    missing, unexpected = backbone.load_state_dict(own, strict=False)
+    skipped = [k for k in state if not (k.startswith(("conv1.", "bn1.", "layer", "fc.")))]
+    if missing or skipped:
+        raise WeightsError(f"weights {weights}: missing keys {missing[:10]}{'...' if len(missing) > 10 else ''}; "
+                           f"unrecognised keys {skipped[:10]}")
