@@ -1,0 +1,120 @@
+"""Torch datasets for the training steps, on top of :class:`DatasetIndex`.
+
+Augmentation randomness is drawn from a generator seeded by (seed, epoch,
+item), never from global state: a sample looks the same however the loader
+is parallelised and when training resumes in the middle of an epoch.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+import torch.nn.functional as F
+
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 RGB -> ImageNet-normalised float [3, H, W]."""
+    x = (image.astype(np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], nearest: bool) -> torch.Tensor:
+    mode = "nearest" if nearest else "bilinear"
+    kwargs = {} if nearest else {"align_corners": False}
+    return F.interpolate(x[None].float(), size=size, mode=mode, **kwargs)[0]
+
+
+def random_scale_flip_crop(image: torch.Tensor, label: torch.Tensor | None, crop: int,
+                           scale_range: tuple[float, float], rng: np.random.Generator,
+                           ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rescale by a random factor, flip with p = 0.5, random crop with padding.
+
+    Padding is 0 for the normalised image (the mean colour) and ``ignore_index``
+    for the label, as in DeepLab and IRNet.
+    """
+    _, h, w = image.shape
+    scale = rng.uniform(*scale_range)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    image = _resize(image, size, nearest=False)
+    if label is not None:
+        label = _resize(label[None], size, nearest=True)[0].long()
+    if rng.random() < 0.5:
+        image = image.flip(-1)
+        label = label.flip(-1) if label is not None else None
+    h, w = size
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    if ph or pw:
+        image = F.pad(image, (0, pw, 0, ph), value=0.0)
+        if label is not None:
+            label = F.pad(label, (0, pw, 0, ph), value=ignore_index)
+    h, w = image.shape[-2:]
+    top = int(rng.integers(0, h - crop + 1))
+    left = int(rng.integers(0, w - crop + 1))
+    image = image[:, top:top + crop, left:left + crop]
+    if label is not None:
+        label = label[top:top + crop, left:left + crop]
+    return image.contiguous(), (label.contiguous() if label is not None else None)
+
+
+class _EpochSeeded(Dataset):
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self, item: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, item])
+
+
+class ClassificationDataset(_EpochSeeded):
+    """(image crop, multi-hot foreground labels, reduced mask X_m) for Eq. 2.
+
+    ``x_m`` maps image id -> reduced mask [h, w] for CONTA rounds; ``None`` in
+    the baseline round, where a zero-size placeholder is returned.
+    """
+
+    def __init__(self, index, ids: list[str], *, crop: int, scale_range: tuple[float, float], seed: int,
+                 x_m: Callable[[str], np.ndarray] | None = None):
+        super().__init__(seed)
+        self.index, self.ids, self.crop, self.scale_range, self.x_m = index, ids, crop, scale_range, x_m
+        self.num_foreground = index.num_classes - 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, item: int) -> dict:
+        image_id = self.ids[item]
+        image, _ = random_scale_flip_crop(to_tensor(self.index.read_image(image_id)), None, self.crop,
+                                          self.scale_range, self.rng(item))
+        target = torch.zeros(self.num_foreground)
+        for cls in self.index.labels(image_id):
+            target[cls - 1] = 1.0
+        x_m = torch.from_numpy(self.x_m(image_id)) if self.x_m is not None else torch.zeros(0)
+        return {"image": image, "target": target, "x_m": x_m}
+
+
+class SegmentationDataset(_EpochSeeded):
+    """(image crop, pseudo-mask crop) for DeepLab training; 255 is ignored."""
+
+    def __init__(self, index, ids: list[str], masks, *, crop: int, scale_range: tuple[float, float],
+                 seed: int, ignore_index: int = 255):
+        super().__init__(seed)
+        self.index, self.ids, self.masks = index, ids, masks
+        self.crop, self.scale_range, self.ignore_index = crop, scale_range, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, item: int) -> dict:
+        image_id = self.ids[item]
+        label = torch.from_numpy(self.masks.get(image_id).astype(np.int64))
+        image, label = random_scale_flip_crop(to_tensor(self.index.read_image(image_id)), label, self.crop,
+                                              self.scale_range, self.rng(item), self.ignore_index)
+        return {"image": image, "label": label}

@@ -1,0 +1,1 @@
+"""Pseudo-mask expansion methods, chosen by name with ``expand.method``."""
