@@ -8,7 +8,9 @@ same 1x1 convolution applied before pooling.
 The fusion at a block is a 1x1 convolution from C+1 channels back to the
 block's C channels, initialised as the identity on X and zero on M: at step 0
 the network computes exactly what the plain backbone computes, so a pretrained
-backbone is not disturbed, and later blocks keep their expected width.
+backbone is not disturbed, and later blocks keep their expected width. The M
+column gets a gradient from the first step (like a zero-initialised "zero
+convolution"); once it is non-zero the gradient also reaches W1 and W2.
 
 ``conta_mode``:
   * ``off``: no M at all (the baseline; every round is round 0's model).

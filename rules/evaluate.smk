@@ -1,0 +1,45 @@
+# Scores per round and the run's summary (the paper's Table 1 layout).
+
+
+rule evaluate:
+    input:
+        INDEX,
+        cams=lambda w: shard_files(w.round, "cam"),
+        pseudo_masks=lambda w: shard_files(w.round, "pseudo_mask"),
+        seg_preds=lambda w: shard_files(w.round, f"seg_pred/{EVAL_SPLIT}"),
+    output:
+        summary=f"{RESULTS}/round{{round}}/metrics/summary.csv",
+        per_class=f"{RESULTS}/round{{round}}/metrics/per_class.csv",
+    params:
+        settings=settings("cam"),
+    log:
+        f"{LOGS}/round{{round}}/evaluate.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/evaluate.tsv"
+    threads: 1
+    shell:
+        "{PY}/evaluate.py --settings {params.settings:q} --threads {threads} --index-dir {INDEX_DIR} "
+        "--round {wildcards.round} --cams {input.cams} --pseudo-masks {input.pseudo_masks} "
+        "--seg-preds {input.seg_preds} --out-summary {output.summary} --out-per-class {output.per_class} "
+        "> {log} 2>&1"
+
+
+rule summary:
+    input:
+        summaries=expand(f"{RESULTS}/round{{round}}/metrics/summary.csv", round=ROUNDS),
+        per_class=expand(f"{RESULTS}/round{{round}}/metrics/per_class.csv", round=ROUNDS),
+    output:
+        csv=f"{RESULTS}/summary.csv",
+        md=f"{RESULTS}/summary.md",
+        per_class=f"{RESULTS}/per_class.csv",
+        plot=f"{RESULTS}/miou_over_rounds.png",
+    params:
+        settings=json.dumps({"run": config["run"], "dataset": config["dataset"]["kind"],
+                             "conta_mode": config["conta"]["mode"]}),
+    log:
+        f"{LOGS}/summary.log",
+    threads: 1
+    shell:
+        "{PY}/summary.py --settings {params.settings:q} --summaries {input.summaries} "
+        "--per-class {input.per_class} --out-csv {output.csv} --out-md {output.md} "
+        "--out-per-class {output.per_class} --out-plot {output.plot} > {log} 2>&1"

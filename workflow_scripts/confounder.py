@@ -1,0 +1,38 @@
+"""Build the confounder set C_{t+1} and the reduced masks X_m from a round's masks."""
+from pathlib import Path
+
+from _common import parser, provenance, setup
+
+from conta_core.conta import build_confounder, reduce_foreground
+from conta_core.data.index import DatasetIndex
+from conta_core.store import MapWriter, ShardedReader
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--index-dir", type=Path, required=True)
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--masks", type=Path, nargs="+", required=True,
+                   help="the round's predicted train masks (seg_mask) or pseudo-masks (pseudo_mask)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    s = args.settings
+    setup(args)
+    index = DatasetIndex.load(args.index_dir)
+    source = s["confounder"]["source"]
+    kind = {"seg_mask": "seg_pred", "pseudo_mask": "pseudo_mask"}[source]
+    size = tuple(s["conta"]["map_size"])
+    ids = index.ids(s["train_split"])
+    with ShardedReader(args.masks, kind=kind, expect={"class_names": index.classes, "round": args.round}) as masks:
+        missing = [i for i in ids if i not in masks]
+        if missing:
+            raise SystemExit(f"{len(missing)} training images have no mask in {args.masks}, e.g. {missing[:5]}")
+        confounder, counts = build_confounder(((masks.get(i), index.labels(i)) for i in ids),
+                                              index.num_classes, size)
+        attrs = provenance("confounder", args.round, s, index.classes, source=source, map_size=list(size))
+        with MapWriter(args.out, kind="confounder", attrs=attrs) as writer:
+            writer.put_array("confounder", confounder)
+            writer.put_array("counts", counts)
+            for image_id in ids:
+                writer.put(image_id, reduce_foreground(masks.get(image_id), size, index.void))
+    for name, count in zip(index.classes[1:], counts):
+        print(f"c_{name}: {count} images, mean mask {confounder[index.classes.index(name) - 1].mean():.3f}")

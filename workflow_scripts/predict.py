@@ -1,0 +1,28 @@
+"""Predict segmentation masks for one shard of a split with a round's DeepLab-v2."""
+from pathlib import Path
+
+from _common import parser, provenance, setup, shard_ids
+
+from conta_core.classify import load_model
+from conta_core.data.index import DatasetIndex
+from conta_core.segment import build_segmenter, predict_split
+from conta_core.store import MapWriter
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--index-dir", type=Path, required=True)
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--segmenter", type=Path, required=True)
+    p.add_argument("--split", required=True)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    s = args.settings
+    device = setup(args)
+    index = DatasetIndex.load(args.index_dir)
+    model = build_segmenter(s["segment"], index.num_classes, load_weights=False)
+    load_model(args.segmenter, model)
+    ids = shard_ids(index.ids(args.split), args.shard, s["shards"])
+    attrs = provenance("predict", args.round, s, index.classes, split=args.split, shard=args.shard)
+    with MapWriter(args.out, kind="seg_pred", attrs=attrs) as writer:
+        predict_split(model, index, ids, device, s["segment"]["crf"], writer)

@@ -1,0 +1,25 @@
+"""Train a round's image-level classifier (Eq. 2), on [X, M_t] in CONTA rounds."""
+from pathlib import Path
+
+from _common import parser, setup
+
+from conta_core.classify import ConfounderInputs, save_model, train_classifier, uses_context
+from conta_core.data.index import DatasetIndex
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--index-dir", type=Path, required=True)
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--confounder", type=Path, help="previous round's confounder.h5 (CONTA rounds)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    s = args.settings
+    device = setup(args)
+    index = DatasetIndex.load(args.index_dir)
+    confounder = None
+    if uses_context(s["conta"], args.round):
+        confounder = ConfounderInputs(args.confounder, index.classes)
+    model, history = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
+                                      args.round, s["seed"], device, confounder)
+    save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
+                                 "class_names": index.classes})

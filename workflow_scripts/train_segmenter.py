@@ -1,0 +1,29 @@
+"""Train a round's DeepLab-v2 on its pseudo-masks (255 ignored)."""
+from pathlib import Path
+
+from _common import parser, setup
+
+from conta_core.classify import save_model
+from conta_core.data.index import DatasetIndex
+from conta_core.segment import train_segmenter
+from conta_core.store import ShardedReader
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--index-dir", type=Path, required=True)
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    s = args.settings
+    device = setup(args)
+    index = DatasetIndex.load(args.index_dir)
+    with ShardedReader(args.pseudo_masks, kind="pseudo_mask",
+                       expect={"class_names": index.classes, "round": args.round}) as masks:
+        ids = [i for i in index.ids(s["train_split"]) if i in masks]
+        missing = len(index.ids(s["train_split"])) - len(ids)
+        if missing:
+            raise SystemExit(f"{missing} training images have no pseudo-mask in {args.pseudo_masks}")
+        model, history = train_segmenter(index, ids, masks, s["segment"], s["seed"], device, args.round)
+    save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
+                                 "class_names": index.classes})
