@@ -166,8 +166,9 @@ def _holders(lock_dir: Path, pool: list[int]) -> str:
     return ", ".join(parts)
 
 
-def claim_gpus(count: int, *, lock_dir: Path | None = None, timeout_s: float = 3600.0,
-               visible: list[int] | None = None, poll_s: float = 0.2) -> GpuClaim:
+def claim_gpus(count: int, *, lock_dir: str | os.PathLike | None = None,
+               timeout_s: float = 3600.0, visible: list[int] | None = None,
+               poll_s: float = 0.2) -> GpuClaim:
     """Claim ``count`` GPUs for this job and point ``CUDA_VISIBLE_DEVICES`` at them.
 
     ``count == 0`` or no GPUs gives an empty claim and hides all GPUs, so a CPU

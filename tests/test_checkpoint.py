@@ -55,7 +55,8 @@ TRAIN = textwrap.dedent("""
         if b == per_epoch:
             epoch, b = epoch + 1, 0
         idx = order.batches(epoch, batch_size, start_batch=b)[0]
-        x = X[idx] + 0.1 * torch.randn(X[idx].shape) + np.random.normal() * 0.1 + random.random() * 0.1
+        noise = torch.randn(X[idx].shape) + np.random.normal() + random.random()
+        x = X[idx] + 0.1 * noise
         loss = nn.functional.cross_entropy(model(x), Y[idx])
         opt.zero_grad()
         loss.backward()

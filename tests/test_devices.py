@@ -19,10 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Claims one fake GPU, reports it, then holds it until killed.
 HOLDER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     from conta_core.devices import claim_gpus
     claim = claim_gpus(1, lock_dir=sys.argv[1], timeout_s=30)
-    import os
     out = sys.argv[2]
     with open(out + ".tmp", "w") as f:
         f.write(f"{claim.devices[0]} {os.environ['CUDA_VISIBLE_DEVICES']}")
