@@ -23,7 +23,7 @@ import os
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -102,6 +102,8 @@ class Scan:
     items: dict[str, Item] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # dropped by design (not errors), with why
+    default_train_split: str = "train"
     # out-of-range mask value -> number of masks holding it; a value common to
     # many masks means the class list or void index is wrong, not the items.
     foreign_values: Counter = field(default_factory=Counter)
@@ -129,58 +131,83 @@ def mask_labels(mask: np.ndarray, num_classes: int, void: int) -> tuple[tuple[in
     return labels, foreign
 
 
-def inspect_image_and_mask(image_id: str, image_path: Path, mask_path: Path | None,
-                           num_classes: int, void: int) -> tuple[Item | None, list[Problem], list[int]]:
-    """Decode one image and its index-PNG mask and check they agree.
+@dataclass
+class Inspection:
+    """The outcome of checking one image: the item (None if unusable), its
+    problems, mask values that are neither a class nor void, and a mask array
+    for the caller to store in HDF5 (formats that are not index PNGs)."""
+    item: Item | None
+    problems: list[Problem] = field(default_factory=list)
+    foreign: list[int] = field(default_factory=list)
+    array: np.ndarray | None = None
 
-    Returns the item (None if unusable), its problems and any foreign mask values.
-    """
+
+def bad(image_id: str, message: str, *paths: Path | str) -> Inspection:
+    return Inspection(None, [Problem(message, image_id, tuple(str(p) for p in paths))])
+
+
+def inspect_image_and_mask(image_id: str, image_path: Path, mask_path: Path | None,
+                           num_classes: int, void: int) -> Inspection:
+    """Decode one image and its index-PNG mask (None: no mask) and check they agree."""
     size, error = decode_image(image_path)
     if error:
-        return None, [Problem(error, image_id, (str(image_path),))], []
+        return bad(image_id, error, image_path)
     width, height = size
     if mask_path is None:
-        return Item(str(image_path), "", height, width, ()), [], []
+        return Inspection(Item(str(image_path), "", height, width, ()))
     if not mask_path.is_file():
-        return None, [Problem("mask file is missing", image_id, (str(mask_path),))], []
+        return bad(image_id, "mask file is missing", mask_path)
     try:
         with Image.open(mask_path) as mask_image:
             mask_image.load()
             mode, mask_size = mask_image.mode, mask_image.size
             mask = np.asarray(mask_image) if mode in ("P", "L") else None
     except (OSError, SyntaxError, ValueError) as err:
-        return None, [Problem(f"mask cannot be decoded ({type(err).__name__}: {err})", image_id,
-                              (str(mask_path),))], []
+        return bad(image_id, f"mask cannot be decoded ({type(err).__name__}: {err})", mask_path)
     if mask is None:
-        return None, [Problem(f"mask is a mode {mode!r} PNG; expected a palette ('P') or greyscale "
-                              "('L') PNG whose pixel values are class indices", image_id,
-                              (str(mask_path),))], []
+        return bad(image_id, f"mask is a mode {mode!r} PNG; expected a palette ('P') or greyscale "
+                   "('L') PNG whose pixel values are class indices", mask_path)
     if mask_size != (width, height):
-        return None, [Problem(f"mask is {mask_size[0]}x{mask_size[1]} but the image is "
-                              f"{width}x{height} (width x height)", image_id,
-                              (str(image_path), str(mask_path)))], []
+        return bad(image_id, f"mask is {mask_size[0]}x{mask_size[1]} but the image is "
+                   f"{width}x{height} (width x height)", image_path, mask_path)
+    return check_mask_values(image_id, Item(str(image_path), str(mask_path), height, width, ()),
+                             mask, num_classes, void)
+
+
+def check_mask_values(image_id: str, item: Item, mask: np.ndarray, num_classes: int,
+                      void: int) -> Inspection:
+    """The item with its mask-derived labels, or a problem naming the foreign values."""
     labels, foreign = mask_labels(mask, num_classes, void)
     if foreign:
-        return None, [Problem(f"mask has values {foreign} that are neither a class index "
-                              f"(0..{num_classes - 1}) nor void ({void})", image_id,
-                              (str(mask_path),))], foreign
-    return Item(str(image_path), str(mask_path), height, width, labels), [], []
+        found = bad(image_id, f"mask has values {foreign} that are neither a class index "
+                    f"(0..{num_classes - 1}) nor void ({void})", item.mask or item.image)
+        found.foreign = foreign
+        return found
+    return Inspection(replace(item, labels=labels))
 
 
-def inspect_many(scan: Scan, tasks: dict[str, Callable[[], tuple[Item | None, list[Problem], list[int]]]]) -> None:
-    """Run per-item inspections on a few threads (image decoding releases the GIL)."""
+def inspect_many(scan: Scan, tasks: dict[str, Callable[[], Inspection]],
+                 store_array: Callable[[str, np.ndarray], None] | None = None) -> None:
+    """Run per-item inspections on a few threads (image decoding releases the GIL).
+
+    Batches bound the memory held by finished but unconsumed results; arrays
+    go to ``store_array`` in id order, on this thread (HDF5 writers are not
+    thread-safe).
+    """
     workers = max(1, min(8, os.cpu_count() or 1))
+    ids = list(tasks)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda task: task(), tasks.values())
-        for image_id, (item, problems, foreign) in zip(tasks, results):
-            scan.problems.extend(problems)
-            scan.foreign_values.update(set(foreign))
-            if item is not None:
-                scan.items[image_id] = item
-                if item.mask:
+        for start in range(0, len(ids), 64 * workers):
+            batch = ids[start:start + 64 * workers]
+            for image_id, found in zip(batch, pool.map(lambda i: tasks[i](), batch)):
+                scan.problems.extend(found.problems)
+                scan.foreign_values.update(set(found.foreign))
+                if found.foreign or (found.item is not None and found.item.mask):
                     scan.masks_checked += 1
-            elif foreign:
-                scan.masks_checked += 1
+                if found.item is not None:
+                    scan.items[image_id] = found.item
+                    if found.array is not None and store_array is not None:
+                        store_array(image_id, found.array)
 
 
 def read_list_file(path: Path) -> list[str]:
@@ -213,11 +240,9 @@ def find_image(folder: Path, image_id: str) -> Path:
 def scan_voc_layout(cfg: dict) -> Scan:
     """Any dataset in VOC layout: ``JPEGImages``, ``SegmentationClass`` (index PNGs),
     ``ImageSets/Segmentation/<list>``, optional ``classes.json``. Labels come from the masks."""
-    root = Path(cfg["root"]).expanduser().resolve()
     kind = cfg.get("kind", "voc_layout")
+    root = dataset_root(cfg)
     problems: list[Problem] = []
-    if not root.is_dir():
-        raise DatasetError(f"{kind} dataset: root folder {root} does not exist")
 
     meta_path = root / "classes.json"
     meta = {}
@@ -258,6 +283,17 @@ def scan_voc_layout(cfg: dict) -> Scan:
              for i in ids}
     inspect_many(scan, tasks)
     return scan
+
+
+def dataset_root(cfg: dict) -> Path:
+    """The configured dataset folder, which must exist."""
+    kind = cfg.get("kind")
+    if not cfg.get("root"):
+        raise DatasetError(f"{kind} dataset: dataset.root is not set; point it at the dataset folder")
+    root = Path(cfg["root"]).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{kind} dataset: root folder {root} does not exist")
+    return root
 
 
 def check_class_list(scan: Scan) -> None:
@@ -316,10 +352,11 @@ def finish_index(scan: Scan, cfg: dict, out_dir: Path) -> "DatasetIndex":
     on_bad_item = cfg.get("on_bad_item", "error")
     if on_bad_item not in ("error", "skip"):
         raise DatasetError(f"dataset.on_bad_item must be 'error' or 'skip', got {on_bad_item!r}")
-    train_split = cfg.get("train_split", "train")
-    if scan.splits and train_split not in scan.split_sources:
-        scan.problems.append(Problem(f"train_split {train_split!r} is not one of the splits "
-                                     f"{list(scan.split_sources)}", structural=True))
+    train_split = cfg.get("train_split") or scan.default_train_split
+    known = list(dict.fromkeys([*scan.splits, *scan.split_sources]))
+    if known and train_split not in known:
+        scan.problems.append(Problem(f"train_split {train_split!r} is not one of the splits {known}",
+                                     structural=True))
     _check_foreign_values(scan)
     _check_duplicates(scan)
     for image_id in scan.splits.get(train_split, []):
@@ -421,6 +458,9 @@ def _report(scan: Scan, splits: dict[str, list[str]]) -> str:
     lines += [f"- {p}" + (f" (split {', '.join(p.splits)})" if p.splits else "") for p in scan.problems]
     if not scan.problems:
         lines.append("None.")
+    if scan.left_out:
+        lines += ["", f"## Left out by design ({len(scan.left_out)})", ""]
+        lines += [f"- {entry}" for entry in scan.left_out]
     if scan.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in scan.notes]
     return "\n".join(lines) + "\n"
@@ -503,6 +543,17 @@ class DatasetIndex:
 
     def has_mask(self, image_id: str) -> bool:
         return bool(self._item(image_id).mask)
+
+    def mask_shards(self) -> dict[str, list[str]]:
+        """HDF5 mask file -> the ids whose masks it holds, in index order.
+
+        The plan for rules that render masks (COCO) shard by shard.
+        """
+        shards: dict[str, list[str]] = {}
+        for image_id, item in self._items.items():
+            if item.mask.startswith(H5_PREFIX):
+                shards.setdefault(item.mask[len(H5_PREFIX):], []).append(image_id)
+        return shards
 
     def read_image(self, image_id: str) -> np.ndarray:
         """uint8 HxWx3 RGB."""
