@@ -1,0 +1,289 @@
+"""IRNet pseudo-mask expansion (Ahn, Cho and Kwak, CVPR 2019), boundary branch only.
+
+Three steps, each a function here or in the sibling modules:
+
+1. :func:`make_ir_label` -- confident foreground/background from the CAMs,
+   refined by a dense CRF, gives the inter-pixel relation (IR) label map.
+2. :class:`RelationNet` + :func:`train_relation_net` -- a class-boundary
+   network trained from the pair labels of :func:`affinity_labels` with
+   IRNet's balanced affinity loss (:func:`relation_loss`).
+3. :func:`predict_boundary` + :func:`conta_core.expand.random_walk.expand_irnet`
+   -- the random walk of the CAMs over the boundary-aware affinities.
+
+IRNet's displacement-field branch (instance segmentation) is not part of this
+module: semantic pseudo-masks need only the boundary map.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conta_core.models.backbone import build_resnet
+
+from .affinity import affinity_labels, reduce_label
+from .random_walk import expand_irnet, pair_offsets, path_affinity
+
+__all__ = [
+    "make_ir_label", "confident_labels", "labels_to_probs", "reduce_label", "affinity_labels",
+    "RelationNet", "relation_loss", "predict_boundary", "train_relation_net", "expand_irnet",
+    "IR_CRF_PARAMS",
+]
+
+# IRNet's ``imutils.crf_inference_label``: 10 mean-field iterations, Gaussian
+# kernel sxy 3 / compat 3, bilateral kernel sxy 50 / srgb 5 / compat 10, and a
+# unary from hard labels with probability 0.7 on the given label.
+IR_CRF_PARAMS = {"iterations": 10, "pos_xy_std": 3.0, "pos_w": 3.0, "bi_xy_std": 50.0,
+                 "bi_rgb_std": 5.0, "bi_w": 10.0}
+IR_CRF_GT_PROB = 0.7
+
+
+# ---------------------------------------------------------------------------
+# 1. IR labels
+
+
+def labels_to_probs(labels: np.ndarray, n_labels: int, gt_prob: float = IR_CRF_GT_PROB) -> np.ndarray:
+    """Hard labels ``[H, W]`` -> ``[L, H, W]``: ``gt_prob`` on the label, the rest shared equally.
+
+    With ``-log`` of this as the unary this is pydensecrf's
+    ``unary_from_labels(labels, L, gt_prob, zero_unsure=False)``, which IRNet uses.
+    """
+    if n_labels < 2:
+        raise ValueError("a CRF over labels needs at least two labels")
+    probs = np.full((n_labels, *labels.shape), (1.0 - gt_prob) / (n_labels - 1), dtype=np.float32)
+    np.put_along_axis(probs, labels[None].astype(np.int64), np.float32(gt_prob), axis=0)
+    return probs
+
+
+def _default_crf() -> Callable:
+    from conta_core.crf import dense_crf  # the project's pydensecrf wrapper
+    return dense_crf
+
+
+def confident_labels(image: np.ndarray, cams: np.ndarray, bg_score: float, crf_fn: Callable | None = None, *,
+                     gt_prob: float = IR_CRF_GT_PROB, crf_params: dict | None = None) -> np.ndarray:
+    """CRF-refined argmax of ``[bg_score, cams]``: channel index ``[H, W]`` (0 = background).
+
+    IRNet pads the CAMs with a constant background score, takes the argmax (ties
+    go to the background, the first channel), and refines that hard map with a
+    dense CRF on the image.
+    """
+    padded = np.concatenate([np.full((1, *cams.shape[1:]), bg_score, dtype=np.float32),
+                             cams.astype(np.float32)], axis=0)
+    hard = padded.argmax(0)
+    crf_fn = crf_fn or _default_crf()
+    params = dict(IR_CRF_PARAMS, **(crf_params or {}))
+    q = crf_fn(np.ascontiguousarray(image), labels_to_probs(hard, padded.shape[0], gt_prob), **params)
+    return np.asarray(q).argmax(0)
+
+
+def make_ir_label(image: np.ndarray, cams: np.ndarray, class_ids: Sequence[int], conf_fg: float = 0.30,
+                  conf_bg: float = 0.05, crf_fn: Callable | None = None, *, gt_prob: float = IR_CRF_GT_PROB,
+                  crf_params: dict | None = None, ignore_index: int = 255) -> np.ndarray:
+    """IRNet's IR label (``cam_to_ir_label.py``): uint8 ``[H, W]``, 0 bg, class id, or ``ignore_index``.
+
+    image: uint8 ``[H, W, 3]``; cams: ``[K, H, W]`` max-normalised CAMs of the
+    image's K labelled classes ``class_ids`` (foreground indices, 1..C-1).
+
+    Two CRF-refined maps (:func:`confident_labels`):
+
+    * ``fg`` with background score ``conf_fg`` (0.30): few, confident foreground pixels;
+    * ``bg`` with background score ``conf_bg`` (0.05): background only where every CAM is tiny.
+
+    The rule (IRNet: ``conf = fg.copy(); conf[fg == 0] = 255; conf[bg + fg == 0] = 0``):
+
+    * ``fg`` says class c                -> c (whatever ``bg`` says);
+    * ``fg`` says bg and ``bg`` says bg  -> 0;
+    * ``fg`` says bg, ``bg`` says a class -> ``ignore_index`` (unsure).
+
+    crf_fn: ``f(image, probs [L, H, W], *, iterations, pos_xy_std, pos_w, bi_xy_std,
+    bi_rgb_std, bi_w) -> [L, H, W]``; default :func:`conta_core.crf.dense_crf`.
+    """
+    image = np.asarray(image)
+    cams = np.asarray(cams, dtype=np.float32)
+    if cams.ndim != 3 or cams.shape[0] != len(class_ids):
+        raise ValueError(f"cams must be [K, H, W] with K = {len(class_ids)} classes, got {cams.shape}")
+    if image.shape[:2] != cams.shape[1:]:
+        raise ValueError(f"image {image.shape[:2]} and cams {cams.shape[1:]} differ in size")
+    if len(class_ids) == 0:
+        # No labelled class: IRNet never sees such images; everything is background.
+        return np.zeros(image.shape[:2], dtype=np.uint8)
+    keys = np.asarray([0, *[int(c) for c in class_ids]], dtype=np.uint8)
+    fg = keys[confident_labels(image, cams, conf_fg, crf_fn, gt_prob=gt_prob, crf_params=crf_params)]
+    bg = keys[confident_labels(image, cams, conf_bg, crf_fn, gt_prob=gt_prob, crf_params=crf_params)]
+    label = fg.copy()
+    label[fg == 0] = ignore_index
+    label[(fg == 0) & (bg == 0)] = 0
+    return label
+
+
+# ---------------------------------------------------------------------------
+# 2. The relation (boundary) network
+
+
+class RelationNet(nn.Module):
+    """IRNet's boundary branch on a frozen ResNet.
+
+    The stem (stride 4, 64 channels) and the four stages are read without
+    gradients (IRNet detaches them: the backbone stays at its initial weights,
+    in eval mode). Each level goes through 1x1 conv -> GroupNorm -> upsample to
+    stride 4 (bilinear) -> ReLU, the five maps are concatenated and a 1x1 conv
+    gives the boundary logit at stride 4 (``[B, 1, ceil(H/4), ceil(W/4)]``).
+    """
+
+    def __init__(self, depth: int = 50, output_stride: int = 16, weights: str = "none", width: int = 32,
+                 gn_groups: int = 4):
+        super().__init__()
+        self.backbone = build_resnet(depth, output_stride, weights, freeze_bn=True, freeze_conv1=True)
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        channels = [64, *self.backbone.stage_channels]
+        # stride of stem, layer1..layer4 (layer2 always halves; layer3 stops at 8 for OS 8)
+        self.level_strides = [4, 4, 8, 8 if output_stride == 8 else 16, output_stride]
+        self.edge_layers = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, width, 1, bias=False), nn.GroupNorm(gn_groups, width)) for c in channels)
+        self.edge_out = nn.Conv2d(width * len(channels), 1, 1, bias=True)
+
+    def train(self, mode: bool = True) -> "RelationNet":
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [*self.edge_layers.parameters(), *self.edge_out.parameters()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            stem = self.backbone.stem(x)
+            feats = [stem]
+            h = stem
+            for layer in self.backbone.stages():
+                h = layer(h)
+                feats.append(h)
+        size = stem.shape[-2:]
+        maps = []
+        for feat, layer, stride in zip(feats, self.edge_layers, self.level_strides):
+            y = layer(feat.detach())
+            if stride > 4:
+                y = F.interpolate(y, scale_factor=stride // 4, mode="bilinear", align_corners=False)
+            maps.append(F.relu(y[..., :size[0], :size[1]]))
+        return self.edge_out(torch.cat(maps, dim=1))
+
+
+def relation_loss(boundary: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor, neg: torch.Tensor,
+                  radius: int, eps: float = 1e-5) -> tuple[torch.Tensor, dict[str, float]]:
+    """IRNet's balanced inter-pixel affinity loss (``train_irn.py``, without displacement).
+
+    boundary: ``[B, h, w]`` probabilities; labels ``[B, P, h, w]`` from :func:`affinity_labels`.
+    ``a_ij = 1 - max boundary on the path`` (:func:`path_affinity`);
+    ``L_bg = mean over bg_pos of -log(a)``, ``L_fg`` likewise over fg_pos,
+    ``L_neg = mean over neg of -log(1 - a)``, each mean ``sum / (count + 1e-5)``;
+    ``loss = ((L_bg / 2 + L_fg / 2) + L_neg) / 2``, i.e. background and foreground
+    positives a quarter each and negatives a half (IRNet's
+    ``(pos_aff_loss + neg_aff_loss) / 2`` with ``pos = bg / 2 + fg / 2``).
+    """
+    aff = path_affinity(boundary, radius)
+    pos_term = -torch.log(aff + eps)
+    neg_term = -torch.log(1.0 + eps - aff)
+
+    def masked_mean(term, mask):
+        mask = mask.to(term.dtype)
+        return (term * mask).sum() / (mask.sum() + eps)
+
+    bg = masked_mean(pos_term, bg_pos)
+    fg = masked_mean(pos_term, fg_pos)
+    ng = masked_mean(neg_term, neg)
+    loss = (bg / 2 + fg / 2 + ng) / 2
+    return loss, {"bg_pos": float(bg.detach()), "fg_pos": float(fg.detach()), "neg": float(ng.detach())}
+
+
+@torch.no_grad()
+def predict_boundary(model: RelationNet, image: torch.Tensor, *, flip: bool = True,
+                     pad_multiple: int = 16) -> torch.Tensor:
+    """Boundary probabilities ``[ceil(H/4), ceil(W/4)]`` for a normalised image ``[3, H, W]``.
+
+    As IRNet's ``EdgeDisplacement``: the image and its horizontal flip are run as
+    one batch (zero-padded at the bottom/right; IRNet pads to 512, here to a
+    multiple of ``pad_multiple``), the logits averaged (the flipped one flipped
+    back) and passed through a sigmoid.
+    """
+    model.eval()
+    height, width = image.shape[-2:]
+    out_h, out_w = (height + 3) // 4, (width + 3) // 4
+    # pad to whole stride-4 cells first, so the mirrored copy's cells line up
+    x = F.pad(image[None], (0, 4 * out_w - width, 0, 4 * out_h - height))
+    if flip:
+        x = torch.cat([x, x.flip(-1)], dim=0)
+    x = F.pad(x, (0, -x.shape[-1] % pad_multiple, 0, -x.shape[-2] % pad_multiple))
+    logits = model(x)[:, 0, :out_h, :out_w]
+    edge = logits[0] / 2 + logits[1].flip(-1) / 2 if flip else logits[0]
+    return torch.sigmoid(edge)
+
+
+# ---------------------------------------------------------------------------
+# training
+
+
+def train_relation_net(model: RelationNet, dataset, *, epochs: int = 3, batch_size: int = 32, lr: float = 0.1,
+                       weight_decay: float = 1e-4, momentum: float = 0.0, poly_power: float = 0.9,
+                       radius: int = 10, ignore_index: int = 255, num_workers: int = 0,
+                       device: torch.device | str = "cpu", seed: int = 0, progress: bool = True,
+                       name: str = "irn") -> list[float]:
+    """Train the boundary layers of ``model`` in place; returns the loss of every step.
+
+    dataset: items ``(image [3, H, W] float, label [ceil(H/4), ceil(W/4)] int)``
+    where ``label`` is the IR label at stride 4 (:func:`reduce_label`), 255 unsure.
+    IRNet's schedule: SGD (its ``PolyOptimizer`` has no momentum, hence the
+    default 0), lr 0.1 with poly decay ``(1 - step / max_step) ** 0.9``, weight
+    decay 1e-4, batch 32, 3 epochs, pair radius 10; the last partial batch of an
+    epoch is dropped. Progress goes to stderr (tqdm bar and one line per epoch).
+    """
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    if len(dataset) < batch_size:
+        raise ValueError(f"{name}: {len(dataset)} training items is fewer than one batch (batch_size {batch_size})")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                        generator=generator, pin_memory=device.type == "cuda")
+    model.to(device).train()
+    params = model.trainable_parameters()
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    max_steps = epochs * len(loader)
+    step = 0
+    losses: list[float] = []
+    for epoch in range(epochs):
+        start = time.time()
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", file=sys.stderr, disable=not progress,
+                   mininterval=5.0, leave=False)
+        epoch_losses = []
+        for images, labels in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (1.0 - step / max_steps) ** poly_power
+            images = images.to(device, non_blocking=True).float()
+            labels = labels.to(device, non_blocking=True)
+            bg_pos, fg_pos, neg = affinity_labels(labels, radius, ignore_index)
+            logits = model(images)[:, 0]
+            if logits.shape[-2:] != labels.shape[-2:]:
+                raise ValueError(f"{name}: label maps are {tuple(labels.shape[-2:])} but the network gives "
+                                 f"{tuple(logits.shape[-2:])} at stride 4 (use reduce_label on the crop)")
+            loss, _ = relation_loss(torch.sigmoid(logits), bg_pos, fg_pos, neg, radius)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            epoch_losses.append(losses[-1])
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if progress:
+            print(f"[{name}] epoch {epoch + 1}/{epochs} step {step}/{max_steps} "
+                  f"loss {np.mean(epoch_losses):.4f} {time.time() - start:.1f}s", file=sys.stderr, flush=True)
+    model.eval()
+    return losses
