@@ -213,6 +213,7 @@ def predict_boundary(model: RelationNet, image: torch.Tensor, *, flip: bool = Tr
     back) and passed through a sigmoid.
     """
     model.eval()
+    image = image.to(next(model.parameters()).device)
     height, width = image.shape[-2:]
     out_h, out_w = (height + 3) // 4, (width + 3) // 4
     # pad to whole stride-4 cells first, so the mirrored copy's cells line up
@@ -238,10 +239,13 @@ def train_relation_net(model: RelationNet, dataset, *, epochs: int = 3, batch_si
 
     dataset: items ``(image [3, H, W] float, label [ceil(H/4), ceil(W/4)] int)``
     where ``label`` is the IR label at stride 4 (:func:`reduce_label`), 255 unsure.
-    IRNet's schedule: SGD (its ``PolyOptimizer`` has no momentum, hence the
-    default 0), lr 0.1 with poly decay ``(1 - step / max_step) ** 0.9``, weight
-    decay 1e-4, batch 32, 3 epochs, pair radius 10; the last partial batch of an
-    epoch is dropped. Progress goes to stderr (tqdm bar and one line per epoch).
+    IRNet's schedule: SGD, lr 0.1 with poly decay ``(1 - step / max_step) ** 0.9``,
+    weight decay 1e-4, batch 32, 3 epochs, pair radius 10; the last partial batch
+    of an epoch is dropped. Momentum defaults to 0: IRNet's ``PolyOptimizer``
+    calls ``SGD.__init__(params, lr, weight_decay)``, which makes its momentum
+    the weight decay value (1e-4, i.e. none to speak of), and uses its own
+    ``momentum=0.9`` argument only as the poly power. Progress goes to stderr
+    (tqdm bar and one line per epoch) unless ``progress`` is false.
     """
     from torch.utils.data import DataLoader
     from tqdm import tqdm

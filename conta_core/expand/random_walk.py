@@ -35,6 +35,7 @@ Everything is torch and runs on the device of its inputs (CPU or CUDA).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from typing import Sequence
@@ -120,9 +121,8 @@ def path_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
                     best = view
                     best_shift = torch.full(view.shape, shift, dtype=torch.long, device=device)
                 else:
-                    larger = view > best
-                    best = torch.where(larger, view, best)
-                    best_shift = torch.where(larger, torch.full_like(best_shift, shift), best_shift)
+                    best_shift.masked_fill_(view > best, shift)
+                    best = torch.maximum(best, view)
             indices.append(base + best_shift)
         index = torch.stack(indices, dim=-3)  # [..., P, H, W]
     flat = padded.reshape(*lead, -1)
@@ -130,44 +130,52 @@ def path_affinity(boundary: torch.Tensor, radius: int) -> torch.Tensor:
     return 1.0 - gathered.reshape(*lead, len(offsets), height, width)
 
 
-def _pair_indices(height: int, width: int, radius: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For every offset k and pixel (y, x): flat source, flat destination, in-bounds mask."""
-    offsets = torch.tensor(_pair_offsets(radius), device=device)
-    ys = torch.arange(height, device=device)[None, :, None]
-    xs = torch.arange(width, device=device)[None, None, :]
-    dst_y = ys + offsets[:, 0, None, None]
-    dst_x = xs + offsets[:, 1, None, None]
-    valid = (dst_y < height) & (dst_x >= 0) & (dst_x < width)
-    src = (ys * width + xs).expand_as(valid)
-    dst = dst_y * width + dst_x
-    return src, dst, valid
-
-
 def path_max_affinity(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
     """Sparse symmetric affinity ``A`` over the ``H*W`` pixels of ``boundary [H, W]``.
 
     ``A_ij = (1 - max boundary on the path i -> j) ** beta`` for ``0 < |i - j| < radius``,
-    ``A_ii = 1`` (IRNet's self-loop), 0 elsewhere. Returned as a coalesced sparse
-    CSR tensor on ``boundary``'s device and dtype; no dense ``N x N`` array is formed.
+    ``A_ii = 1`` (IRNet's self-loop), 0 elsewhere. Returned as a sparse CSR tensor
+    (int32 indices) on ``boundary``'s device and dtype; no dense ``N x N`` array is formed.
+
+    Built row by row: the full neighbourhood (both halves and the centre) sorted by
+    ``(dy, dx)`` lists every row's columns in increasing order, so the CSR arrays
+    come out of one masked selection without sorting. The entry for the offset
+    ``-o`` of pixel p is the half-neighbourhood value of ``o`` at ``p - o``.
     """
     if boundary.dim() != 2:
         raise ValueError(f"boundary must be [H, W], got shape {tuple(boundary.shape)}")
     height, width = boundary.shape
     n = height * width
     device = boundary.device
+    half = _pair_offsets(radius)
     with torch.no_grad():
-        aff = path_affinity(boundary, radius).pow(beta)  # [P, H, W]
-        src, dst, valid = _pair_indices(height, width, radius, device)
-        src, dst, val = src[valid], dst[valid], aff[valid]
-        diag = torch.arange(n, device=device)
-        rows = torch.cat([src, dst, diag])
-        cols = torch.cat([dst, src, diag])
-        vals = torch.cat([val, val, torch.ones(n, dtype=aff.dtype, device=device)])
-        # Each unordered pair appears once per direction, so coalescing sums nothing.
-        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False)
+        aff = path_affinity(boundary, radius).pow_(beta)  # [P, H, W], 0 where the pair leaves the map
+        full = sorted([(-dy, -dx) for dy, dx in half] + [(0, 0)] + list(half))
+        index_of = {off: k for k, off in enumerate(half)}
+        values = torch.zeros(len(full), height, width, dtype=aff.dtype, device=device)
+        for j, (dy, dx) in enumerate(full):
+            if (dy, dx) == (0, 0):
+                values[j] = 1.0
+            elif (dy, dx) in index_of:
+                values[j] = aff[index_of[(dy, dx)]]
+            else:  # (dy, dx) = -o: value of the pair (p - o) -> p, stored at p - o
+                oy, ox = -dy, -dx
+                k = index_of[(oy, ox)]
+                values[j, oy:, max(ox, 0):width + min(ox, 0)] = aff[k, :height - oy, max(-ox, 0):width - max(ox, 0)]
+        del aff
+        offsets = torch.tensor(full, dtype=torch.int32, device=device)
+        ys = torch.arange(height, dtype=torch.int32, device=device)[:, None, None]
+        xs = torch.arange(width, dtype=torch.int32, device=device)[None, :, None]
+        dst_y = ys + offsets[:, 0]
+        dst_x = xs + offsets[:, 1]
+        valid = (dst_y >= 0) & (dst_y < height) & (dst_x >= 0) & (dst_x < width)  # [H, W, F]
+        cols = (dst_y * width + dst_x)[valid]
+        vals = values.permute(1, 2, 0)[valid]
+        crow = torch.zeros(n + 1, dtype=torch.int64, device=device)
+        crow[1:] = valid.reshape(n, -1).sum(1).cumsum(0)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
-            return coo.coalesce().to_sparse_csr()
+            return torch.sparse_csr_tensor(crow.to(torch.int32), cols, vals, (n, n), check_invariants=False)
 
 
 def transition_matrix(affinity: torch.Tensor) -> torch.Tensor:
@@ -181,7 +189,7 @@ def transition_matrix(affinity: torch.Tensor) -> torch.Tensor:
     col = affinity.col_indices()
     values = affinity.values()
     n = affinity.shape[0]
-    row = torch.repeat_interleave(torch.arange(n, device=values.device), crow[1:] - crow[:-1])
+    row = torch.repeat_interleave(torch.arange(n, device=values.device), (crow[1:] - crow[:-1]).long())
     degree = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, row, values)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
@@ -195,12 +203,32 @@ def propagate(transition: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Te
     return x
 
 
+@contextlib.contextmanager
+def _cpu_threads(threads: int | None, device: torch.device):
+    """Run the block with ``threads`` intra-op CPU threads, then restore torch's setting."""
+    old = torch.get_num_threads()
+    if device.type != "cpu" or threads is None or threads == old:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def random_walk(cams: torch.Tensor, boundary: torch.Tensor, *, beta: float = 10.0, exp_times: int = 8,
-                steps: int | None = None, radius: int = 5) -> torch.Tensor:
+                steps: int | None = None, radius: int = 5, cpu_threads: int | None = 1) -> torch.Tensor:
     """Propagate ``cams [K, h, w]`` over the boundary-aware graph of ``boundary [h, w]``.
 
     Returns the raw walk scores ``[K, h, w]`` (``x T^t`` with ``x = cams * (1 - boundary)``).
     ``steps`` defaults to ``2 ** exp_times`` (IRNet: 8 squarings = 256 steps).
+
+    cpu_threads: intra-op threads for the walk on CPU (``None``: torch's current
+    setting). Default 1: one step is only ~N * 69 * K multiply-adds (16 M at VOC
+    size), so an OpenMP fork/join per step gains little and collapses when the
+    cores are shared (2-core machine under load: 0.7 s on 1 thread, 4.5-7.7 s on
+    2). Parallelise over images (inference shards) instead.
     """
     if cams.dim() != 3 or cams.shape[-2:] != boundary.shape:
         raise ValueError(f"cams [K, h, w] and boundary [h, w] disagree: {tuple(cams.shape)} vs "
@@ -208,7 +236,7 @@ def random_walk(cams: torch.Tensor, boundary: torch.Tensor, *, beta: float = 10.
     steps = 2 ** int(exp_times) if steps is None else int(steps)
     k, height, width = cams.shape
     boundary = boundary.to(cams.dtype)
-    with torch.no_grad():
+    with torch.no_grad(), _cpu_threads(cpu_threads, cams.device):
         trans = transition_matrix(path_max_affinity(boundary, radius, beta))
         x = (cams * (1.0 - boundary)).reshape(k, height * width).t().contiguous()
         walked = propagate(trans, x, steps)
