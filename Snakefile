@@ -8,8 +8,28 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The repository's config.yaml is the default, also when --directory points elsewhere;
+# --configfile / --config are merged over it.
+configfile: f"{workflow.basedir}/config.yaml"
 
+
+def typed_overrides(value):
+    """`--config 'section={key: 2}'` arrives as strings (YAML BaseLoader); give nested scalars their YAML type."""
+    import yaml
+
+    if isinstance(value, dict):
+        return {k: typed_overrides(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed_overrides(v) for v in value]
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value) if value.strip() else value
+        return parsed if isinstance(parsed, (bool, int, float)) or parsed is None else value
+    return value
+
+
+for _section, _value in list(config.items()):
+    if isinstance(_value, dict):
+        config[_section] = typed_overrides(_value)
 
 validate(config, "schemas/config.schema.yaml")
 

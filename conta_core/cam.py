@@ -23,23 +23,48 @@ def normalise_by_max(cams: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def infer_cam(model, image: np.ndarray, class_ids: list[int], scales: list[float], flip: bool,
-              device: torch.device, x_m: np.ndarray | None = None) -> np.ndarray:
-    """Full-resolution CAMs of ``class_ids`` (foreground indices 1..C-1): float32 [K, H, W]."""
-    height, width = image.shape[:2]
-    x = to_tensor(image)[None].to(device)
-    m = torch.from_numpy(x_m)[None].to(device) if x_m is not None else None
-    channels = torch.tensor([c - 1 for c in class_ids], device=device)
-    total = torch.zeros(len(class_ids), height, width, device=device)
+def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: list[float], flip: bool,
+               device: torch.device, x_m: np.ndarray | None = None) -> list[np.ndarray]:
+    """CAMs of a batch of same-size images ([B, H, W, 3] uint8).
+
+    Returns, per image, float32 [K_b, H, W]: the full-resolution, max-normalised
+    CAMs of that image's ``class_ids[b]`` (foreground indices 1..C-1).
+    """
+    batch, height, width = images.shape[:3]
+    x = torch.stack([to_tensor(im) for im in images]).to(device)
+    m = torch.from_numpy(x_m).to(device) if x_m is not None else None
+    total = None
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False) if scale != 1.0 else x
+        ms = m
         if flip:
             xs = torch.cat([xs, xs.flip(-1)])
-        cam = model.cam(xs, None if m is None else m.expand(xs.shape[0], -1, -1))[:, channels]
-        cam = cam[0] + cam[1].flip(-1) if flip else cam[0]
-        total += F.interpolate(cam[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-    return normalise_by_max(total).cpu().numpy().astype(np.float32)
+            ms = torch.cat([m, m]) if m is not None else None
+        cam = model.cam(xs, ms)
+        cam = cam[:batch] + cam[batch:].flip(-1) if flip else cam
+        cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)
+        total = cam if total is None else total + cam
+    out = []
+    for b, classes in enumerate(class_ids):
+        chosen = total[b, [c - 1 for c in classes]]
+        out.append(normalise_by_max(chosen).cpu().numpy().astype(np.float32))
+    return out
+
+
+def infer_cam(model, image: np.ndarray, class_ids: list[int], scales: list[float], flip: bool,
+              device: torch.device, x_m: np.ndarray | None = None) -> np.ndarray:
+    """Full-resolution CAMs of one image: float32 [K, H, W]."""
+    return infer_cams(model, image[None], [class_ids], scales, flip, device,
+                      None if x_m is None else x_m[None])[0]
+
+
+def same_size_batches(ids: list[str], size_of, batch_size: int) -> list[list[str]]:
+    """Group ids into batches of images of one size, keeping the original order within a size."""
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for image_id in ids:
+        by_size.setdefault(tuple(size_of(image_id)), []).append(image_id)
+    return [group[i:i + batch_size] for group in by_size.values() for i in range(0, len(group), batch_size)]
 
 
 def cam_to_label(cams: np.ndarray, class_ids: list[int], bg_threshold: float) -> np.ndarray:

@@ -21,6 +21,6 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, *, iterations: int = 10,
     crf = dcrf.DenseCRF2D(width, height, labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32), clip=1e-5)))
     crf.addPairwiseGaussian(sxy=pos_xy_std, compat=pos_w)
-    crf.addPairwiseBilateral(sxy=bi_xy_std, srgb=bi_rgb_std, rgbim=np.ascontiguousarray(image), compat=bi_w)
+    crf.addPairwiseBilateral(sxy=bi_xy_std, srgb=bi_rgb_std, rgbim=np.array(image, dtype=np.uint8, order="C", copy=True), compat=bi_w)
     q = crf.inference(iterations)
     return np.asarray(q, dtype=np.float32).reshape(labels, height, width)

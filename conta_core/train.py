@@ -107,7 +107,7 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             optimizer.step()
             total += loss.item()
             iteration += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         history.append(total / per_epoch)
         print(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
               f"loss {history[-1]:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "

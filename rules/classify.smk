@@ -10,6 +10,8 @@ rule train_classifier:
     params:
         settings=settings("classifier", "conta"),
         confounder=confounder_arg,
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/train_classifier.log",
     benchmark:
@@ -32,6 +34,8 @@ rule cam:
     params:
         settings=settings("classifier", "conta", "cam", shards=config["shards"]),
         confounder=confounder_arg,
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/cam_shard{{shard}}.log",
     benchmark:

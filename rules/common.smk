@@ -57,5 +57,5 @@ def confounder_arg(wildcards, input):
     return f"--confounder {input.confounder}" if "confounder" in input.keys() else ""
 
 
-PY = "python workflow_scripts"
+PY = f"python {workflow.basedir}/workflow_scripts"
 DEVICE_ARGS = f"--device {config['device']}"

@@ -15,6 +15,8 @@ rule confounder:
         f"{RESULTS}/round{{round}}/confounder.h5",
     params:
         settings=settings("conta", "confounder"),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/confounder.log",
     benchmark:

@@ -6,6 +6,8 @@ rule generate_synthetic:
         directory(f"{RESULTS}/dataset/synthetic"),
     params:
         settings=json.dumps(config["dataset"].get("synthetic", {}), sort_keys=True),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/generate_synthetic.log",
     benchmark:
@@ -31,6 +33,8 @@ rule dataset_index:
     params:
         settings=json.dumps(config["dataset"], sort_keys=True),
         root=lambda wildcards, input: f"--root {input.root}" if "root" in input.keys() else "",
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/dataset_index.log",
     benchmark:

@@ -12,6 +12,8 @@ rule evaluate:
         per_class=f"{RESULTS}/round{{round}}/metrics/per_class.csv",
     params:
         settings=settings("cam"),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/evaluate.log",
     benchmark:
@@ -36,6 +38,8 @@ rule summary:
     params:
         settings=json.dumps({"run": config["run"], "dataset": config["dataset"]["kind"],
                              "conta_mode": config["conta"]["mode"]}),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/summary.log",
     threads: 1

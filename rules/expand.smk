@@ -9,6 +9,8 @@ rule expand:
         f"{RESULTS}/round{{round}}/pseudo_mask/shard{{shard}}.h5",
     params:
         settings=settings("expand"),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/expand_shard{{shard}}.log",
     benchmark:

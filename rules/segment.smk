@@ -9,6 +9,8 @@ rule train_segmenter:
         f"{RESULTS}/round{{round}}/segmenter.pt",
     params:
         settings=settings("segment"),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/train_segmenter.log",
     benchmark:
@@ -30,6 +32,8 @@ rule predict:
         f"{RESULTS}/round{{round}}/seg_pred/{{split}}/shard{{shard}}.h5",
     params:
         settings=settings("segment", shards=config["shards"]),
+    conda:
+        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/predict_{{split}}_shard{{shard}}.log",
     benchmark:

@@ -2,11 +2,12 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from _common import parser, provenance, setup, shard_ids
 
-from conta_core.cam import infer_cam
+from conta_core.cam import infer_cams, same_size_batches
 from conta_core.classify import ConfounderInputs, build_classifier, load_model, uses_context
 from conta_core.data.index import DatasetIndex
 from conta_core.store import MapWriter
@@ -30,10 +31,12 @@ if __name__ == "__main__":
     model.to(device).eval()
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("cam", args.round, s, index.classes, shard=args.shard, shards=s["shards"])
+    batches = same_size_batches(ids, index.size, s["cam"]["batch_size"])
     with MapWriter(args.out, kind="cam", attrs=attrs) as writer:
-        for image_id in tqdm(ids, desc=f"CAM shard {args.shard}", file=sys.stderr, mininterval=5.0):
-            classes = index.labels(image_id)
-            x_m = confounder.x_m(image_id) if confounder is not None else None
-            cams = infer_cam(model, index.read_image(image_id), classes, s["cam"]["scales"], s["cam"]["flip"],
-                             device, x_m)
-            writer.put(image_id, cams.astype("float16"), classes=classes)
+        for batch in tqdm(batches, desc=f"CAM shard {args.shard} (batches)", file=sys.stderr, mininterval=5.0):
+            images = np.stack([index.read_image(i) for i in batch])
+            classes = [index.labels(i) for i in batch]
+            x_m = np.stack([confounder.x_m(i) for i in batch]) if confounder is not None else None
+            cams = infer_cams(model, images, classes, s["cam"]["scales"], s["cam"]["flip"], device, x_m)
+            for image_id, image_classes, cam in zip(batch, classes, cams):
+                writer.put(image_id, cam.astype(np.float16), classes=image_classes)

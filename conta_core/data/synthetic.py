@@ -77,7 +77,7 @@ DEFAULT_PARAMS = {
     "noise": 0.3,
 }
 
-_GROUP_COUNT_PROBS = [0.45, 0.35, 0.2]
+_GROUP_COUNT_PROBS = [0.5, 0.35, 0.15]
 _SPLIT_CODES = {"train": 0, "val": 1}
 
 
@@ -217,7 +217,7 @@ def _place(rng: np.random.Generator, groups: list[str], size: int, horizon: floa
     others anywhere; a few tries to keep groups from covering each other."""
     placed: list[tuple[float, float, float]] = []
     for group in groups:
-        scale = rng.uniform(0.3, 0.45) * size
+        scale = rng.uniform(0.5, 0.75) * size
         for _ in range(30):
             cx = rng.uniform(0.35 * scale, size - 0.35 * scale)
             if group == "boat" and water:
