@@ -48,6 +48,6 @@ rule all:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         f"{RESULTS}/miou_over_rounds.png",
-        # Predicted training masks of every round: the confounder's input, kept for inspection.
-        [shard_files(t, f"seg_pred/{TRAIN_SPLIT}") for t in ROUNDS],
+        # Every round's artifacts are products too: a deleted one is rebuilt, with what depends on it.
+        [shard_files(t, step) for t in ROUNDS for step in ("cam", "pseudo_mask", f"seg_pred/{TRAIN_SPLIT}")],
     default_target: True

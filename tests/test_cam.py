@@ -1,0 +1,57 @@
+import numpy as np
+import torch
+
+from conta_core.cam import cam_to_label, infer_cam, infer_cams, normalise_by_max, same_size_batches
+from conta_core.models.backbone import build_resnet
+from conta_core.models.classifier import CamClassifier
+
+
+def test_normalise_by_max_per_class():
+    cams = torch.tensor([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[3.0, 1.5], [0.0, 0.0]]])
+    out = normalise_by_max(cams)
+    torch.testing.assert_close(out[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]), atol=1e-4, rtol=0)
+    assert torch.equal(out[1], torch.zeros(2, 2))            # an all-zero map stays zero (no NaN)
+    torch.testing.assert_close(out[2], torch.tensor([[1.0, 0.5], [0.0, 0.0]]), atol=1e-4, rtol=0)
+
+
+def test_cam_to_label_uses_background_threshold():
+    cams = np.array([[[0.9, 0.1], [0.3, 0.6]], [[0.2, 0.05], [0.5, 0.7]]], np.float32)
+    np.testing.assert_array_equal(cam_to_label(cams, [2, 5], 0.4), [[2, 0], [5, 5]])
+    np.testing.assert_array_equal(cam_to_label(cams, [2, 5], 0.8), [[2, 0], [0, 0]])
+
+
+class _Linear(torch.nn.Module):
+    """A CAM model whose maps are known: class k's map is channel k of the image."""
+
+    def cam(self, images, x_m=None):
+        return torch.relu(images)
+
+
+def test_flip_and_scales_on_a_known_model():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    single = infer_cam(_Linear(), image, [1, 3], [1.0], True, torch.device("cpu"))
+    # Flipping, mapping back and adding doubles a flip-equivariant map: after max-normalisation
+    # it equals the normalised map of the image itself.
+    from conta_core.data.datasets import to_tensor
+    x = torch.relu(to_tensor(image))[[0, 2]]
+    torch.testing.assert_close(torch.from_numpy(single), normalise_by_max(x), atol=1e-5, rtol=0)
+    assert single.shape == (2, 6, 8)
+    np.testing.assert_allclose(single.reshape(2, -1).max(axis=1), 1.0, atol=1e-4)
+
+
+def test_batched_equals_one_by_one():
+    torch.manual_seed(0)
+    model = CamClassifier(build_resnet(18, 16, freeze_bn=False, freeze_conv1=False), 4).eval()
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (3, 40, 40, 3), dtype=np.uint8)
+    labels = [[1], [2, 4], [3]]
+    batched = infer_cams(model, images, labels, [1.0, 0.5], True, torch.device("cpu"))
+    for image, classes, got in zip(images, labels, batched):
+        one = infer_cam(model, image, classes, [1.0, 0.5], True, torch.device("cpu"))
+        np.testing.assert_allclose(got, one, atol=1e-5)
+
+
+def test_same_size_batches():
+    sizes = {"a": (5, 5), "b": (4, 4), "c": (5, 5), "d": (5, 5)}
+    assert same_size_batches(list(sizes), sizes.get, 2) == [["a", "c"], ["d"], ["b"]]

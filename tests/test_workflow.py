@@ -1,0 +1,94 @@
+"""Real snakemake runs of the tiny configuration (baseline + one CONTA round)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+                       "--configfile", str(TINY), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Job counts from the 'Job stats' table of a dry run."""
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.mark.workflow
+def test_tiny_run_resume_and_partial_rerun(tmp_path):
+    snakemake(tmp_path)
+    results = tmp_path / "results" / "tiny"
+    summary = pd.read_csv(results / "summary.csv")
+    assert list(summary.columns) == ["round", "cam_miou", "pseudo_mask_miou", "seg_miou"]
+    assert list(summary["round"]) == [0, 1]
+    values = summary[["cam_miou", "pseudo_mask_miou", "seg_miou"]].to_numpy()
+    assert ((values > 0) & (values <= 100)).all()
+    assert (results / "summary.md").read_text().count("| Round = 1 |") == 1
+    assert (results / "miou_over_rounds.png").stat().st_size > 1000
+    per_class = pd.read_csv(results / "per_class.csv")
+    assert set(per_class["step"]) == {"cam", "pseudo_mask", "seg"}
+    for step in ("train_classifier", "cam_shard0", "train_segmenter"):
+        assert (results / "benchmarks" / "round0" / f"{step}.tsv").exists()
+    assert "epoch 1/1" in (results / "logs" / "round1" / "train_classifier.log").read_text()
+
+    # Rerunning the same command does nothing.
+    again = snakemake(tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Deleting round 0's CAMs reruns what depends on them, and nothing else.
+    classifier = results / "round0" / "classifier.pt"
+    index = results / "dataset" / "index.csv"
+    kept = {p: p.stat().st_mtime_ns for p in (classifier, index)}
+    (results / "round0" / "cam" / "shard0.h5").unlink()
+    plan = planned_jobs(snakemake(tmp_path, "-n").stdout)
+    # Round 0's CAM and all that follows it; round 1 depends on round 0's confounder.
+    assert plan["cam"] == 2 and plan["expand"] == 2 and plan["confounder"] == 1
+    assert plan["train_classifier"] == 1  # round 1 only: round 0's classifier is kept
+    assert "generate_synthetic" not in plan and "dataset_index" not in plan
+    snakemake(tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert (results / "round0" / "cam" / "shard0.h5").exists()
+
+
+def test_mistyped_config_key_fails_at_planning(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "classifier={epoks: 2}", check=False)
+    assert result.returncode != 0
+    assert "epoks" in result.stdout + result.stderr
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "conta={block: 7}", check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "block" in text
+
+
+def test_nested_cli_override_is_typed(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "classifier={epochs: 3}", "rounds=2")
+    plan = planned_jobs(result.stdout)
+    assert plan["train_classifier"] == 3 and plan["confounder"] == 2
