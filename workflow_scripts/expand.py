@@ -1,36 +1,95 @@
-"""Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method)."""
+"""Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method: crf | irnet)."""
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from _common import parser, provenance, setup
+from _common import parser, provenance, setup, shard_ids
 
+from conta_core.cam import same_size_batches
 from conta_core.data.index import DatasetIndex
-from conta_core.expand.crf import expand_crf
 from conta_core.store import MapReader, MapWriter
+
+
+def crf_expander(s):
+    """expand(images, cams, classes) -> masks, one dense CRF per image."""
+    from conta_core.expand.crf import expand_crf
+
+    crf = dict(s["expand"]["crf"])
+    bg_threshold, bg_power = crf.pop("bg_threshold"), crf.pop("bg_power")
+
+    def expand(images, cams, classes):
+        return [expand_crf(image, cam, cls, bg_threshold=bg_threshold, bg_power=bg_power, crf=crf)
+                for image, cam, cls in zip(images, cams, classes)]
+    return expand, 1
+
+
+def irnet_expander(s, relation_net: Path, device, round_index: int):
+    """Boundary maps of the round's relation network (same-sized images in one pass), then each
+    image's random walk of its CAMs over them."""
+    import torch
+
+    from conta_core.classify import load_model
+    from conta_core.data.datasets import to_tensor
+    from conta_core.expand.irnet import RelationNet, expand_irnet, predict_boundaries
+
+    # The checkpoint's own settings say which network to build; built with random
+    # weights (never a download), then the trained checkpoint is loaded over them.
+    meta = torch.load(relation_net, map_location="cpu", weights_only=True)["meta"]
+    if meta.get("round") != round_index:
+        raise SystemExit(f"{relation_net} is round {meta.get('round')}'s relation network, not round {round_index}'s")
+    train = meta["settings"]["expand"]["irnet"]["train"]
+    model = RelationNet(train["backbone"], train["output_stride"], "none")
+    load_model(relation_net, model)
+    model.to(device).eval()
+    walk = s["expand"]["irnet"]["walk"]
+    print(f"relation network {relation_net}: trained with {train}; walk {walk}", file=sys.stderr)
+
+    def expand(images, cams, classes):
+        boundaries = predict_boundaries(model, torch.stack([to_tensor(image) for image in images]))
+        return [expand_irnet(cam, boundary, cls, image_size=image.shape[:2], beta=walk["beta"],
+                             exp_times=walk["exp_times"], radius=walk["radius"],
+                             bg_threshold=walk["bg_threshold"], normalize=walk["normalize"], device=device)
+                for image, cam, cls, boundary in zip(images, cams, classes, boundaries)]
+    return expand, walk["batch_size"]
+
 
 if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("--index-dir", type=Path, required=True)
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--cam", type=Path, required=True)
+    p.add_argument("--relation-net", type=Path, help="the round's relation_net.pt (method irnet)")
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
-    setup(args)
+    device = setup(args)
     index = DatasetIndex.load(args.index_dir)
     method = s["expand"]["method"]
-    if method != "crf":
+    if method == "crf":
+        expand, batch_size = crf_expander(s)
+    elif method == "irnet":
+        if args.relation_net is None:
+            raise SystemExit("expand.method irnet needs --relation-net (the round's relation_net.pt)")
+        expand, batch_size = irnet_expander(s, args.relation_net, device, args.round)
+    else:
         raise SystemExit(f"expand.method {method!r} is not available in this step")
-    crf = dict(s["expand"]["crf"])
-    bg_threshold, bg_power = crf.pop("bg_threshold"), crf.pop("bg_power")
-    attrs = provenance("expand", args.round, s, index.classes, method=method, shard=args.shard)
-    with MapReader(args.cam, kind="cam", expect={"class_names": index.classes, "round": args.round}) as cams, \
+    ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
+    attrs = provenance("expand", args.round, s, index.classes, method=method, shard=args.shard, shards=s["shards"])
+    with MapReader(args.cam, kind="cam", expect={"class_names": index.classes, "round": args.round,
+                                                  "shard": args.shard, "shards": s["shards"]}) as cams, \
             MapWriter(args.out, kind="pseudo_mask", attrs=attrs) as writer:
-        for image_id in tqdm(cams.ids(), desc=f"expand shard {args.shard}", file=sys.stderr, mininterval=5.0):
-            classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-            mask = expand_crf(index.read_image(image_id), cams.get(image_id).astype("float32"), classes,
-                              bg_threshold=bg_threshold, bg_power=bg_power, crf=crf)
-            writer.put(image_id, mask)
+        if set(cams.ids()) != set(ids):
+            raise SystemExit(f"{args.cam} holds {len(cams)} images, shard {args.shard}/{s['shards']} of "
+                             f"{s['train_split']} has {len(ids)}: the CAM file is stale")
+        progress = tqdm(total=len(ids), desc=f"expand ({method}) shard {args.shard}", file=sys.stderr,
+                        mininterval=5.0)
+        for batch in same_size_batches(ids, index.size, batch_size):
+            classes = [[int(c) for c in cams.item_attrs(i)["classes"]] for i in batch]
+            masks = expand([index.read_image(i) for i in batch], [cams.get(i).astype("float32") for i in batch],
+                           classes)
+            for image_id, mask in zip(batch, masks):
+                writer.put(image_id, mask)
+            progress.update(len(batch))
+        progress.close()

@@ -31,7 +31,7 @@ from .random_walk import expand_irnet, pair_offsets, path_affinity
 
 __all__ = [
     "make_ir_label", "confident_labels", "labels_to_probs", "reduce_label", "affinity_labels",
-    "RelationNet", "relation_loss", "predict_boundary", "train_relation_net", "expand_irnet",
+    "RelationNet", "relation_loss", "predict_boundary", "predict_boundaries", "train_relation_net", "expand_irnet",
     "IR_CRF_PARAMS",
 ]
 
@@ -212,17 +212,30 @@ def predict_boundary(model: RelationNet, image: torch.Tensor, *, flip: bool = Tr
     multiple of ``pad_multiple``), the logits averaged (the flipped one flipped
     back) and passed through a sigmoid.
     """
+    return predict_boundaries(model, image[None], flip=flip, pad_multiple=pad_multiple)[0]
+
+
+@torch.no_grad()
+def predict_boundaries(model: RelationNet, images: torch.Tensor, *, flip: bool = True,
+                       pad_multiple: int = 16) -> torch.Tensor:
+    """:func:`predict_boundary` of a batch of same-sized images ``[B, 3, H, W]`` in one forward pass.
+
+    Returns ``[B, ceil(H/4), ceil(W/4)]``. The network normalises per sample
+    (GroupNorm, frozen BatchNorm), so each result is that of the image alone;
+    one pass over many images is much faster than many small ones on the CPU.
+    """
     model.eval()
-    image = image.to(next(model.parameters()).device)
-    height, width = image.shape[-2:]
+    images = images.to(next(model.parameters()).device)
+    batch = images.shape[0]
+    height, width = images.shape[-2:]
     out_h, out_w = (height + 3) // 4, (width + 3) // 4
     # pad to whole stride-4 cells first, so the mirrored copy's cells line up
-    x = F.pad(image[None], (0, 4 * out_w - width, 0, 4 * out_h - height))
+    x = F.pad(images, (0, 4 * out_w - width, 0, 4 * out_h - height))
     if flip:
         x = torch.cat([x, x.flip(-1)], dim=0)
     x = F.pad(x, (0, -x.shape[-1] % pad_multiple, 0, -x.shape[-2] % pad_multiple))
     logits = model(x)[:, 0, :out_h, :out_w]
-    edge = logits[0] / 2 + logits[1].flip(-1) / 2 if flip else logits[0]
+    edge = logits[:batch] / 2 + logits[batch:].flip(-1) / 2 if flip else logits
     return torch.sigmoid(edge)
 
 
@@ -245,7 +258,9 @@ def train_relation_net(model: RelationNet, dataset, *, epochs: int = 3, batch_si
     calls ``SGD.__init__(params, lr, weight_decay)``, which makes its momentum
     the weight decay value (1e-4, i.e. none to speak of), and uses its own
     ``momentum=0.9`` argument only as the poly power. Progress goes to stderr
-    (tqdm bar and one line per epoch) unless ``progress`` is false.
+    (tqdm bar and one line per epoch) unless ``progress`` is false. A dataset
+    with ``set_epoch`` (:class:`~conta_core.expand.relation_data.RelationDataset`)
+    is told the epoch before each pass.
     """
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -265,6 +280,8 @@ def train_relation_net(model: RelationNet, dataset, *, epochs: int = 3, batch_si
     losses: list[float] = []
     for epoch in range(epochs):
         start = time.time()
+        if hasattr(dataset, "set_epoch"):  # fresh augmentation every epoch (RelationDataset)
+            dataset.set_epoch(epoch)
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", file=sys.stderr, disable=not progress,
                    mininterval=5.0, leave=False)
         epoch_losses = []
