@@ -13,11 +13,15 @@ usual for COCO WSSS: train 82,081 / val 40,137 on the real data) and listed in
 ``report.md``.
 
 Semantic masks are not stored by COCO; they are rendered from the annotations
-into sharded HDF5 files ``<out_dir>/gt_masks/<split>_shard<k>.h5`` (kind
-``gt_mask``) by :func:`render_coco_masks`, one call per shard so a workflow
-rule can run shards in parallel. The index already names each image's shard
-(``h5:<file>`` in the mask column; ``DatasetIndex.mask_shards()`` lists them)
-so the shards can be planned before they exist. Rendering rules: crowd regions
+into sharded HDF5 files ``<mask_dir>/gt_masks/<split>_shard<k>.h5`` (kind
+``gt_mask``; ``mask_dir`` defaults to the index folder) by
+:func:`render_coco_masks`, one call per shard so a workflow rule can run shards
+in parallel. Every split has exactly ``mask_shards`` shards (contiguous runs of
+ids; a shard is empty when a split has fewer images than shards), so the
+workflow plans ``2 * mask_shards`` jobs from the config alone, whatever the
+number of images. The index already names each image's shard (``h5:<file>``
+in the mask column; ``DatasetIndex.mask_shards()`` lists them);
+:func:`check_mask_shards` checks rendered shards against that plan. Rendering rules: crowd regions
 are void (255); non-crowd instances are painted over them in decreasing area,
 so where instances overlap the smaller one wins, and an instance inside a
 crowd region keeps its label.
@@ -64,10 +68,14 @@ def class_names(categories: list[dict]) -> tuple[list[str], dict[int, int]]:
             {c["id"]: index for index, c in enumerate(ordered, start=1)})
 
 
-def scan_coco14(cfg: dict, out_dir: Path) -> Scan:
+def scan_coco14(cfg: dict, out_dir: Path, mask_dir: Path | None = None) -> Scan:
     """Read both instance files, derive labels and plan mask shards; check images."""
     root = dataset_root(cfg)
     scan = Scan("coco14", root, [], VOID, None)
+    num_shards = cfg.get("mask_shards", 8)
+    if not isinstance(num_shards, int) or isinstance(num_shards, bool) or num_shards < 1:
+        scan.problems.append(Problem(f"dataset.mask_shards must be an integer >= 1, got {num_shards!r}",
+                                     structural=True))
     datasets = {}
     for split, (_, ann_name) in COCO_SPLITS.items():
         path = root / "annotations" / ann_name
@@ -100,12 +108,11 @@ def scan_coco14(cfg: dict, out_dir: Path) -> Scan:
     if any(p.structural for p in scan.problems):
         return scan
 
-    num_shards = int(cfg.get("mask_shards", 8))
     verify = bool(cfg.get("verify_images", True))
     tasks = {}
     for split, data in datasets.items():
         planned = _plan_split(scan, split, data, to_class, root / COCO_SPLITS[split][0],
-                              out_dir, num_shards)
+                              out_dir if mask_dir is None else mask_dir, num_shards)
         scan.splits[split] = list(planned)
         tasks.update({i: _image_task(i, item, verify) for i, item in planned.items()})
     inspect_many(scan, tasks)
@@ -203,3 +210,40 @@ def _binary(ann: dict, height: int, width: int) -> np.ndarray:
         # pycocotools' Cython decoder trips numpy 2's __array__(copy=) deprecation; harmless.
         warnings.simplefilter("ignore", DeprecationWarning)
         return mask_utils.decode(rle).astype(bool)
+
+
+def planned_shard_ids(index, path: str | Path) -> list[str]:
+    """The ids the index plans for one shard file (empty for an empty shard)."""
+    target = Path(path).resolve()
+    for shard, ids in index.mask_shards().items():
+        if Path(shard).resolve() == target:
+            return ids
+    return []
+
+
+def check_mask_shards(index, paths: Iterable[str | Path]) -> None:
+    """Every planned shard is among ``paths`` and each holds exactly its planned ids.
+
+    Compares the ``ids_digest`` each shard records, so a shard rendered for
+    another plan (stale after the annotations or ``mask_shards`` changed) is
+    caught without reading its masks.
+    """
+    from ..store import MapReader, StoreError
+
+    given = {Path(p).resolve() for p in paths}
+    planned = {Path(p).resolve(): ids for p, ids in index.mask_shards().items()}
+    problems = [f"planned mask shard {p} is not among the rendered shards" for p in planned
+                if p not in given]
+    for path in sorted(given):
+        ids = planned.get(path, [])
+        try:
+            with MapReader(path, kind=GT_MASK_KIND) as reader:
+                recorded = reader.attrs.get("ids_digest")
+        except StoreError as err:
+            problems.append(str(err))
+            continue
+        if recorded != digest(list(ids)):
+            problems.append(f"{path} was rendered for other ids than the {len(ids)} the index plans "
+                            "for it (stale shard; delete it and rerun)")
+    if problems:
+        raise DatasetError(f"COCO mask shards do not match the index in {index.directory}", problems)

@@ -326,12 +326,18 @@ def read_splits(scan: Scan, splits: dict[str, str], list_dir: Path) -> None:
 # ------------------------------------------------------------- validate and write
 
 
-def build_index(dataset_cfg: dict, out_dir: Path) -> "DatasetIndex":
+# Kinds whose readers build a fixed set of splits (dataset.splits only names which exist).
+FIXED_SPLITS = {"voc12": ("train_aug", "train", "val"), "coco14": ("train", "val")}
+
+
+def build_index(dataset_cfg: dict, out_dir: Path, mask_dir: Path | None = None) -> "DatasetIndex":
     """Read, validate and index a dataset into ``out_dir``; returns the loaded index.
 
     ``dataset_cfg``: ``kind`` (voc_layout | synthetic | voc12 | coco14), ``root``,
-    ``classes``, ``void``, ``splits``, ``train_split``, ``on_bad_item`` (error | skip);
-    the real-dataset kinds read a few more keys (see their modules).
+    ``classes``, ``void``, ``splits``, ``train_split``, ``eval_split``,
+    ``on_bad_item`` (error | skip); the real-dataset kinds read a few more keys
+    (see their modules). ``mask_dir``: where masks rendered later (COCO
+    shards) will live, default ``out_dir``; the index refers to them there.
     """
     kind = dataset_cfg.get("kind")
     if kind in ("voc_layout", "synthetic"):
@@ -341,7 +347,7 @@ def build_index(dataset_cfg: dict, out_dir: Path) -> "DatasetIndex":
         scan = scan_voc12(dataset_cfg, Path(out_dir))
     elif kind == "coco14":
         from .coco import scan_coco14
-        scan = scan_coco14(dataset_cfg, Path(out_dir))
+        scan = scan_coco14(dataset_cfg, Path(out_dir), None if mask_dir is None else Path(mask_dir))
     else:
         raise DatasetError(f"dataset.kind {kind!r} is not one of voc_layout, synthetic, voc12, coco14")
     return finish_index(scan, dataset_cfg, Path(out_dir))
@@ -357,6 +363,17 @@ def finish_index(scan: Scan, cfg: dict, out_dir: Path) -> "DatasetIndex":
     if known and train_split not in known:
         scan.problems.append(Problem(f"train_split {train_split!r} is not one of the splits {known}",
                                      structural=True))
+    eval_split = cfg.get("eval_split")
+    if known and eval_split and eval_split not in known and eval_split != train_split:
+        scan.problems.append(Problem(f"eval_split {eval_split!r} is not one of the splits {known}",
+                                     structural=True))
+    if scan.kind in FIXED_SPLITS:
+        for name in cfg.get("splits") or {}:
+            if name not in known and name not in (train_split, eval_split):
+                scan.problems.append(Problem(
+                    f"dataset.splits names {name!r}, which {scan.kind} does not build (it builds "
+                    f"{', '.join(FIXED_SPLITS[scan.kind])}; the list-file values are not read)",
+                    structural=True))
     _check_foreign_values(scan)
     _check_duplicates(scan)
     for image_id in scan.splits.get(train_split, []):
@@ -430,6 +447,26 @@ def _write_outputs(scan: Scan, splits: dict[str, list[str]], out_dir: Path) -> N
                 writer.writerow([split, image_id, " ".join(map(str, item.labels)), item.height,
                                  item.width, item.image, item.mask])
     os.replace(tmp, out_dir / "index.csv")
+
+
+def publish_index(plan_dir: str | os.PathLike, out_dir: str | os.PathLike) -> "DatasetIndex":
+    """Copy a finished plan's ``index.csv``/``classes.json``/``report.md`` to ``out_dir``.
+
+    For datasets whose masks are rendered after indexing (COCO): the index the
+    later steps read appears only once its masks exist. Each file is written
+    atomically; ``index.csv`` last, so its presence means the set is complete.
+    """
+    plan_dir, out_dir = Path(plan_dir), Path(out_dir)
+    DatasetIndex.load(plan_dir)  # complete and readable
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("classes.json", "report.md", "index.csv"):
+        source = plan_dir / name
+        if source.is_file():
+            target = out_dir / name
+            tmp = target.with_name(f"{name}.tmp-{os.getpid()}")
+            tmp.write_bytes(source.read_bytes())
+            os.replace(tmp, target)
+    return DatasetIndex.load(out_dir)
 
 
 def _atomic_write(path: Path, text: str) -> None:

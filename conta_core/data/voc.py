@@ -18,7 +18,8 @@ sorted. Each image's mask is, first found: ``SegmentationClass/<id>.png``
 (official, with void borders), ``aug_masks/<id>.png``, then SBD
 ``cls/<id>.mat`` (``GTcls.Segmentation``, no void). SBD masks are rendered
 into ``<out_dir>/sbd_masks.h5`` (the user's dataset is never written to) and
-referenced as ``h5:<file>``. VOC train/val images must have a mask.
+referenced as ``h5:<file>``; the file is written whenever ``sbd_root`` is
+given, empty if no image needs it. VOC train/val images must have a mask.
 
 Image-level labels come from the mask; an image without any mask, or every
 image with ``label_source: xml``, takes them from ``Annotations/<id>.xml``:
@@ -80,7 +81,6 @@ def scan_voc12(cfg: dict, out_dir: Path) -> Scan:
     voc_listed = set(scan.splits.get("train", [])) | set(scan.splits.get("val", []))
     h5_path = Path(out_dir).resolve() / SBD_MASK_FILE
     tasks = {}
-    uses_sbd = False
     for image_id in dict.fromkeys(i for ids in scan.splits.values() for i in ids):
         image = find_image(root / "JPEGImages", image_id)
         if not image.is_file() and sbd is not None and find_image(sbd / "img", image_id).is_file():
@@ -92,16 +92,24 @@ def scan_voc12(cfg: dict, out_dir: Path) -> Scan:
         if mask.is_file() or image_id in voc_listed:
             task = _png_task(image_id, image, mask)
         elif mat is not None and mat.is_file():
-            task, uses_sbd = _sbd_task(image_id, image, mat, h5_path), True
+            task = _sbd_task(image_id, image, mat, h5_path)
         else:
             task = _png_task(image_id, image, None)
         tasks[image_id] = _with_xml_labels(task, image_id, root, force=label_source == "xml")
 
-    if uses_sbd:
+    if sbd is not None:
+        # Written whenever SBD is given (possibly empty, when every image has a PNG
+        # mask), so a workflow can declare the file as an output of the index step.
         with MapWriter(h5_path, kind=GT_MASK_KIND,
                        attrs={"classes": VOC_CLASSES, "source": str(sbd)}) as writer:
-            inspect_many(scan, tasks, writer.put)
-        scan.notes.append(f"SBD masks rendered into `{h5_path}`")
+            rendered = []
+
+            def store(image_id: str, mask: np.ndarray) -> None:
+                writer.put(image_id, mask)
+                rendered.append(image_id)
+
+            inspect_many(scan, tasks, store)
+        scan.notes.append(f"{len(rendered)} SBD masks rendered into `{h5_path}`")
     else:
         inspect_many(scan, tasks)
     return scan

@@ -115,7 +115,14 @@ def build_resnet(depth: int, output_stride: int, weights: str = "none", freeze_b
 
 
 def load_backbone_weights(backbone: ResNetBackbone, depth: int, weights: str) -> None:
-    """Load ``imagenet`` (torchvision) or a local checkpoint into the backbone."""
+    """Load ``imagenet`` (torchvision) or a local checkpoint into the backbone.
+
+    A local checkpoint is a torchvision-format ResNet state dict (``torch.save(
+    model.state_dict())``; a ``{"model": state_dict}`` wrapper and DataParallel's
+    ``module.`` prefix are accepted), read with ``weights_only=True``. Every key
+    of the backbone must be filled with a tensor of the right shape; otherwise
+    :class:`WeightsError` names the missing, unrecognised and mis-shaped keys.
+    """
     if weights in (None, "none"):
         return
     if weights == "imagenet":
@@ -129,12 +136,21 @@ def load_backbone_weights(backbone: ResNetBackbone, depth: int, weights: str) ->
                 f"the config key's weights to that file's path (e.g. weights: /data/{Path(enum.url).name})."
             ) from err
     else:
-        path = Path(weights)
+        path = Path(weights).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file {path} does not exist (set weights: none | imagenet | <path>)")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling refusals, truncated or foreign files
+            raise WeightsError(f"weights file {path} cannot be read as a state dict with "
+                               f"weights_only=True ({err.__class__.__name__}: {err}); save it with "
+                               "torch.save(model.state_dict(), path)") from err
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
+        if not isinstance(state, dict):
+            raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+        if state and all(k.startswith("module.") for k in state):
+            state = {k[len("module."):]: v for k, v in state.items()}
     own = {}
     for name, module in (("stem.0", "conv1"), ("stem.1", "bn1")):
         for k, v in list(state.items()):
@@ -143,8 +159,18 @@ def load_backbone_weights(backbone: ResNetBackbone, depth: int, weights: str) ->
     for k, v in state.items():
         if k.startswith("layer"):
             own[k] = v
-    missing, unexpected = backbone.load_state_dict(own, strict=False)
-    skipped = [k for k in state if not (k.startswith(("conv1.", "bn1.", "layer", "fc.")))]
-    if missing or skipped:
-        raise WeightsError(f"weights {weights}: missing keys {missing[:10]}{'...' if len(missing) > 10 else ''}; "
-                           f"unrecognised keys {skipped[:10]}")
+    expected = backbone.state_dict()
+    # Old checkpoints (torchvision's ImageNet files among them) have no BN num_batches_tracked.
+    missing = [k for k in expected if k not in own and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in own if k not in expected]
+    skipped = [k for k in state if not k.startswith(("conv1.", "bn1.", "layer", "fc."))]
+    mismatched = [f"{k} {tuple(own[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                  if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if missing or skipped or unexpected or mismatched:
+        def listed(keys: list[str]) -> str:
+            return f"{keys[:10]}{f' ... ({len(keys)} in all)' if len(keys) > 10 else ''}"
+        raise WeightsError(
+            f"weights {weights} do not fit the ResNet-{depth} backbone: missing keys {listed(missing)}; "
+            f"unrecognised keys {listed(skipped + unexpected)}; shape mismatches (checkpoint vs "
+            f"model) {listed(mismatched)}. Expected a torchvision ResNet-{depth} state dict.")
+    backbone.load_state_dict(own, strict=False)  # every key checked above
