@@ -37,11 +37,15 @@ def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: li
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False) if scale != 1.0 else x
-        ms = m
+        ms, view = m, None
         if flip:
             xs = torch.cat([xs, xs.flip(-1)])
-            ms = torch.cat([m, m]) if m is not None else None
-        cam = model.cam(xs, ms)
+            if m is not None:
+                # The mirrored copy sees M mirrored: x = -u over the whole image.
+                ms = torch.cat([m, m])
+                view = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * batch + [[-1.0, 0.0, 1.0, 0.0]] * batch,
+                                    device=device)
+        cam = model.cam(xs, ms, view)
         cam = cam[:batch] + cam[batch:].flip(-1) if flip else cam
         cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)
         total = cam if total is None else total + cam

@@ -23,7 +23,7 @@ def test_cam_to_label_uses_background_threshold():
 class _Linear(torch.nn.Module):
     """A CAM model whose maps are known: class k's map is channel k of the image."""
 
-    def cam(self, images, x_m=None):
+    def cam(self, images, x_m=None, view=None):
         return torch.relu(images)
 
 

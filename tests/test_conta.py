@@ -146,3 +146,31 @@ def test_soft_margin_loss_is_negative_log_of_eq2():
     p = torch.where(labels == 1, torch.sigmoid(scores), torch.sigmoid(-scores))
     expected = (-torch.log(p)).mean(dim=1).mean()
     torch.testing.assert_close(multilabel_soft_margin(scores, labels), expected)
+
+
+def test_crop_view_places_m_where_the_crop_is():
+    # An 8x8 image holding the values 0..63, cropped at scale 1 (top 2, left 4, size 4), maybe flipped:
+    # resampling the 8x8 map with the crop's view must give exactly the cropped pixels.
+    from conta_core.data.datasets import random_scale_flip_crop
+    from conta_core.models.classifier import place_map
+
+    full = torch.arange(64, dtype=torch.float32).reshape(1, 8, 8)
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        image = full.expand(3, 8, 8).clone()
+        crop, _, view = random_scale_flip_crop(image, None, 4, (1.0, 1.0), rng)
+        placed = place_map(full[None], view[None], (4, 4))[0, 0]
+        torch.testing.assert_close(placed, crop[0], rtol=0, atol=1e-4)
+
+
+def test_crop_view_pads_outside_the_image_with_zero():
+    from conta_core.data.datasets import random_scale_flip_crop
+    from conta_core.models.classifier import place_map
+
+    full = torch.ones(1, 4, 4)
+    crop, _, view = random_scale_flip_crop(full.expand(3, 4, 4).clone(), None, 6, (1.0, 1.0),
+                                           np.random.default_rng(0))
+    placed = place_map(full[None], view[None], (6, 6))[0, 0]
+    # The image occupies the top-left 4x4 (padding goes right and down); bilinear blends one row/col.
+    assert placed[:3, :3].min() == pytest.approx(1.0)
+    assert placed[5, :].abs().max() == 0 and placed[:, 5].abs().max() == 0

@@ -31,11 +31,13 @@ def _resize(x: torch.Tensor, size: tuple[int, int], nearest: bool) -> torch.Tens
 
 def random_scale_flip_crop(image: torch.Tensor, label: torch.Tensor | None, crop: int,
                            scale_range: tuple[float, float], rng: np.random.Generator,
-                           ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor | None]:
+                           ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Rescale by a random factor, flip with p = 0.5, random crop with padding.
 
     Padding is 0 for the normalised image (the mean colour) and ``ignore_index``
-    for the label, as in DeepLab and IRNet.
+    for the label, as in DeepLab and IRNet. Also returns the view (a_x, b_x, a_y,
+    b_y): the crop's normalised coordinates u in [-1, 1] sit at a u + b in the
+    whole image's (see :func:`conta_core.models.classifier.place_map`).
     """
     _, h, w = image.shape
     scale = rng.uniform(*scale_range)
@@ -43,7 +45,8 @@ def random_scale_flip_crop(image: torch.Tensor, label: torch.Tensor | None, crop
     image = _resize(image, size, nearest=False)
     if label is not None:
         label = _resize(label[None], size, nearest=True)[0].long()
-    if rng.random() < 0.5:
+    flipped = rng.random() < 0.5
+    if flipped:
         image = image.flip(-1)
         label = label.flip(-1) if label is not None else None
     h, w = size
@@ -58,7 +61,12 @@ def random_scale_flip_crop(image: torch.Tensor, label: torch.Tensor | None, crop
     image = image[:, top:top + crop, left:left + crop]
     if label is not None:
         label = label[top:top + crop, left:left + crop]
-    return image.contiguous(), (label.contiguous() if label is not None else None)
+    sh, sw = size
+    a_x, b_x = crop / sw, (2 * left + crop) / sw - 1
+    if flipped:
+        a_x, b_x = -a_x, -b_x
+    view = torch.tensor([a_x, b_x, crop / sh, (2 * top + crop) / sh - 1], dtype=torch.float32)
+    return image.contiguous(), (label.contiguous() if label is not None else None), view
 
 
 class _EpochSeeded(Dataset):
@@ -74,7 +82,7 @@ class _EpochSeeded(Dataset):
 
 
 class ClassificationDataset(_EpochSeeded):
-    """(image crop, multi-hot foreground labels, reduced mask X_m) for Eq. 2.
+    """(image crop, multi-hot foreground labels, reduced mask X_m, crop view) for Eq. 2.
 
     ``x_m`` maps image id -> reduced mask [h, w] for CONTA rounds; ``None`` in
     the baseline round, where a zero-size placeholder is returned.
@@ -91,13 +99,13 @@ class ClassificationDataset(_EpochSeeded):
 
     def __getitem__(self, item: int) -> dict:
         image_id = self.ids[item]
-        image, _ = random_scale_flip_crop(to_tensor(self.index.read_image(image_id)), None, self.crop,
-                                          self.scale_range, self.rng(item))
+        image, _, view = random_scale_flip_crop(to_tensor(self.index.read_image(image_id)), None, self.crop,
+                                                self.scale_range, self.rng(item))
         target = torch.zeros(self.num_foreground)
         for cls in self.index.labels(image_id):
             target[cls - 1] = 1.0
         x_m = torch.from_numpy(self.x_m(image_id)) if self.x_m is not None else torch.zeros(0)
-        return {"image": image, "target": target, "x_m": x_m}
+        return {"image": image, "target": target, "x_m": x_m, "view": view}
 
 
 class SegmentationDataset(_EpochSeeded):
@@ -115,6 +123,6 @@ class SegmentationDataset(_EpochSeeded):
     def __getitem__(self, item: int) -> dict:
         image_id = self.ids[item]
         label = torch.from_numpy(self.masks.get(image_id).astype(np.int64))
-        image, label = random_scale_flip_crop(to_tensor(self.index.read_image(image_id)), label, self.crop,
-                                              self.scale_range, self.rng(item), self.ignore_index)
+        image, label, _ = random_scale_flip_crop(to_tensor(self.index.read_image(image_id)), label, self.crop,
+                                                 self.scale_range, self.rng(item), self.ignore_index)
         return {"image": image, "label": label}

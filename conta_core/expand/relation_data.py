@@ -86,7 +86,7 @@ class RelationDataset(Dataset):
         if tuple(label.shape) != tuple(image.shape[-2:]):
             raise ValueError(f"IR label of {image_id!r} is {tuple(label.shape)}, the image {tuple(image.shape[-2:])}")
         rng = np.random.default_rng([self.seed, self.epoch, item])
-        image, label = random_scale_flip_crop(image, label, self.crop, self.scale_range, rng, self.ignore_index)
+        image, label, _ = random_scale_flip_crop(image, label, self.crop, self.scale_range, rng, self.ignore_index)
         small = reduce_label(label.numpy(), self.stride, self.ignore_index)
         return image, torch.from_numpy(small.astype(np.int64))
 

@@ -49,6 +49,23 @@ def identity_fusion(channels: int) -> nn.Conv2d:
     return conv
 
 
+def place_map(m: torch.Tensor, view: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """Resample M (over the whole image, [B, 1, h, w]) onto a block's grid of the network input.
+
+    ``view`` ([B, 4]: a_x, b_x, a_y, b_y) maps the input's normalised coordinates
+    u in [-1, 1] to the whole image's, x = a u + b: a random crop, rescale or
+    flip of the image is applied to M too (outside the image M is 0, like the
+    zero padding of the crop). ``None`` means the input is the whole image.
+    """
+    if view is None:
+        return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+    zeros = torch.zeros_like(view[:, 0])
+    theta = torch.stack([torch.stack([view[:, 0], zeros, view[:, 1]], dim=1),
+                         torch.stack([zeros, view[:, 2], view[:, 3]], dim=1)], dim=1).to(m.dtype)
+    grid = F.affine_grid(theta, [m.shape[0], 1, *size], align_corners=False)
+    return F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class CamClassifier(nn.Module):
     def __init__(self, backbone: ResNetBackbone, num_foreground: int, *, conta_mode: str = "off",
                  blocks: tuple[int, ...] = (5,), confounder: torch.Tensor | None = None,
@@ -84,23 +101,25 @@ class CamClassifier(nn.Module):
             return self.context(x_m)
         return x_m[:, None]
 
-    def features(self, images: torch.Tensor, x_m: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, images: torch.Tensor, x_m: torch.Tensor | None = None,
+                 view: torch.Tensor | None = None) -> torch.Tensor:
         m = self.context_map(x_m)
         x = self.backbone.stem(images)
         for block, stage in zip(BLOCKS, self.backbone.stages()):
             x = stage(x)
             if block in self.blocks:
-                m_here = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
-                x = self.fusion[str(block)](torch.cat([x, m_here.to(x.dtype)], dim=1))
+                x = self.fusion[str(block)](torch.cat([x, place_map(m, view, x.shape[-2:]).to(x.dtype)], dim=1))
         return x
 
-    def forward(self, images: torch.Tensor, x_m: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, x_m: torch.Tensor | None = None,
+                view: torch.Tensor | None = None) -> torch.Tensor:
         """Class scores s_i: [B, n]."""
-        return self.classifier(self.features(images, x_m)).mean(dim=(2, 3))
+        return self.classifier(self.features(images, x_m, view)).mean(dim=(2, 3))
 
-    def cam(self, images: torch.Tensor, x_m: torch.Tensor | None = None) -> torch.Tensor:
+    def cam(self, images: torch.Tensor, x_m: torch.Tensor | None = None,
+            view: torch.Tensor | None = None) -> torch.Tensor:
         """Unnormalised class activation maps ReLU(W_i^T f): [B, n, h, w]."""
-        return F.relu(self.classifier(self.features(images, x_m)))
+        return F.relu(self.classifier(self.features(images, x_m, view)))
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(pretrained backbone parameters, new layers) for the 1x / 10x learning rates."""
