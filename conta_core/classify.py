@@ -7,6 +7,7 @@ the training images.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from .data.datasets import ClassificationDataset
 from .models.backbone import build_resnet
 from .models.classifier import CamClassifier, multilabel_soft_margin, parse_blocks
 from .store import MapReader
-from .train import TrainSettings, train
+from .train import Checkpointing, TrainJob, TrainSettings, train_job
 
 
 class ConfounderInputs:
@@ -59,11 +60,13 @@ def build_classifier(settings: dict, num_classes: int, conta: dict, round_index:
 
 def classification_loss(model: CamClassifier, batch: dict) -> torch.Tensor:
     x_m = batch["x_m"] if batch["x_m"].numel() else None
-    return multilabel_soft_margin(model(batch["image"], x_m), batch["target"])
+    return multilabel_soft_margin(model(batch["image"], x_m, batch["view"] if x_m is not None else None),
+                                  batch["target"])
 
 
-def train_classifier(index, ids: list[str], settings: dict, conta: dict, round_index: int, seed: int,
-                     device: torch.device, confounder: ConfounderInputs | None) -> tuple[CamClassifier, list[float]]:
+def _classifier_job(index, ids: list[str], settings: dict, conta: dict, round_index: int, seed: int,
+                    confounder: ConfounderInputs | None, ctx) -> TrainJob:
+    """Model, data, loss and optimizer groups of the classifier (run in every DDP rank)."""
     torch.manual_seed(seed)
     model = build_classifier(settings, index.num_classes, conta, round_index, confounder)
     x_m = confounder.x_m if uses_context(conta, round_index) else None
@@ -72,9 +75,20 @@ def train_classifier(index, ids: list[str], settings: dict, conta: dict, round_i
     backbone_params, new_params = model.param_groups()
     groups = [{"params": backbone_params, "lr_mult": 1.0},
               {"params": new_params, "lr_mult": settings.get("new_layer_lr_mult", 10.0)}]
-    history = train(model, dataset, classification_loss, groups, TrainSettings.from_config(settings, seed),
-                    device, f"classifier round {round_index}")
-    return model, history
+    # A mean over the batch: DDP's gradient average over equal shares is the global-batch gradient.
+    return TrainJob(model, dataset, classification_loss, groups)
+
+
+def train_classifier(index, ids: list[str], settings: dict, conta: dict, round_index: int, seed: int,
+                     device: torch.device, confounder: ConfounderInputs | None, *, world_size: int = 1,
+                     checkpoint: Checkpointing | None = None) -> tuple[CamClassifier, list[float]]:
+    """Train the round's classifier; ``world_size`` > 1 trains with DDP (see :func:`train_job`)."""
+    build = partial(_classifier_job, index, ids, settings, conta, round_index, seed, confounder)
+    result = train_job(build, TrainSettings.from_config(settings, seed), device, f"classifier round {round_index}",
+                       world_size=world_size, checkpoint=checkpoint)
+    model = build_classifier(settings, index.num_classes, conta, round_index, confounder, load_weights=False)
+    model.load_state_dict(result.state_dict)
+    return model.eval(), result.history
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> None:

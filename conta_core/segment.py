@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from .crf import dense_crf
 from .data.datasets import SegmentationDataset, to_tensor
 from .models.backbone import build_resnet
 from .models.deeplab import DeepLabV2, msc_loss
-from .train import TrainSettings, train
+from .train import Checkpointing, TrainJob, TrainSettings, train_job
 
 
 def build_segmenter(settings: dict, num_classes: int, *, load_weights: bool = True) -> DeepLabV2:
@@ -21,8 +24,31 @@ def build_segmenter(settings: dict, num_classes: int, *, load_weights: bool = Tr
     return DeepLabV2(backbone, num_classes, settings["aspp_rates"], settings["msc_scales"])
 
 
-def train_segmenter(index, ids: list[str], masks, settings: dict, seed: int, device: torch.device,
-                    round_index: int) -> tuple[DeepLabV2, list[float]]:
+def _segment_loss_global(model: DeepLabV2, batch: dict, *, ignore_index: int, ctx) -> torch.Tensor:
+    """:func:`msc_loss` for one DDP rank, normalised by the *global* count of labelled pixels.
+
+    Each rank's cross-entropy sum is divided by the number of non-ignored pixels
+    over all ranks and multiplied by the world size, so that DDP's gradient
+    average equals the gradient of the single-process mean over the global
+    batch (a per-rank mean would weight ranks with few labelled pixels up).
+    """
+    total = 0.0
+    for logits in model(batch["image"]):
+        target = F.interpolate(batch["label"][:, None].float(), size=logits.shape[-2:],
+                               mode="nearest")[:, 0].long()
+        count = (target != ignore_index).sum().to(torch.float64)
+        dist.all_reduce(count)
+        summed = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+        total = total + summed * (ctx.world_size / count.clamp(min=1).item())
+    return total
+
+
+def _segment_loss(model: DeepLabV2, batch: dict, *, ignore_index: int) -> torch.Tensor:
+    return msc_loss(model(batch["image"]), batch["label"], ignore_index)
+
+
+def _segmenter_job(index, ids: list[str], masks, settings: dict, seed: int, ctx) -> TrainJob:
+    """Model, data, loss and optimizer groups of DeepLab (run in every DDP rank)."""
     torch.manual_seed(seed)
     model = build_segmenter(settings, index.num_classes)
     dataset = SegmentationDataset(index, ids, masks, crop=settings["crop"],
@@ -32,9 +58,23 @@ def train_segmenter(index, ids: list[str], masks, settings: dict, seed: int, dev
     opt_groups = [{"params": groups["backbone"], "lr_mult": 1.0},
                   {"params": groups["aspp_weight"], "lr_mult": 10.0},
                   {"params": groups["aspp_bias"], "lr_mult": 20.0, "weight_decay": 0.0}]
-    history = train(model, dataset, lambda m, b: msc_loss(m(b["image"]), b["label"], index.void),
-                    opt_groups, TrainSettings.from_config(settings, seed), device, f"segmenter round {round_index}")
-    return model, history
+    if ctx.world_size > 1:
+        loss = partial(_segment_loss_global, ignore_index=index.void, ctx=ctx)
+    else:
+        loss = partial(_segment_loss, ignore_index=index.void)
+    return TrainJob(model, dataset, loss, opt_groups)
+
+
+def train_segmenter(index, ids: list[str], masks, settings: dict, seed: int, device: torch.device,
+                    round_index: int, *, world_size: int = 1,
+                    checkpoint: Checkpointing | None = None) -> tuple[DeepLabV2, list[float]]:
+    """Train the round's DeepLab; ``world_size`` > 1 trains with DDP (see :func:`train_job`)."""
+    build = partial(_segmenter_job, index, ids, masks, settings, seed)
+    result = train_job(build, TrainSettings.from_config(settings, seed), device, f"segmenter round {round_index}",
+                       world_size=world_size, checkpoint=checkpoint)
+    model = build_segmenter(settings, index.num_classes, load_weights=False)
+    model.load_state_dict(result.state_dict)
+    return model.eval(), result.history
 
 
 @torch.no_grad()
@@ -47,6 +87,10 @@ def predict_mask(model: DeepLabV2, image: np.ndarray, device: torch.device, crf:
 
 
 def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device, crf: bool, writer) -> None:
+    """Predict ``ids`` into ``writer``, skipping images it already holds (a resumed shard)."""
     model.to(device).eval()
-    for image_id in tqdm(ids, desc="predict", file=sys.stderr, mininterval=5.0):
+    todo = [i for i in ids if i not in writer]
+    if len(todo) < len(ids):
+        print(f"predict: {len(ids) - len(todo)} of {len(ids)} images already written", file=sys.stderr, flush=True)
+    for image_id in tqdm(todo, desc="predict", file=sys.stderr, mininterval=5.0):
         writer.put(image_id, predict_mask(model, index.read_image(image_id), device, crf))

@@ -4,19 +4,51 @@ Data order: epoch e visits the items in a permutation drawn from (seed, e), in
 fixed-size batches (the last partial batch is dropped, so every step sees the
 configured batch size). Progress goes to stderr as a tqdm bar (the rule's log)
 and one summary line per epoch.
+
+Checkpoints and resume: with a :class:`Checkpointing`, the loop saves the
+training state every ``every`` iterations (model, optimizer, RNG states and
+the data-order position (epoch, batch in epoch); see
+:mod:`conta_core.checkpoint`) into a folder the workflow does not declare as
+an output, so a killed job leaves it behind. A restart finds the newest
+readable checkpoint whose ``digest`` (settings and inputs of the step) matches
+and continues from it: the (seed, epoch) batch order and the (seed, epoch,
+item) augmentation make the continued run take exactly the steps the
+uninterrupted one would have. Checkpoints of other settings or inputs are
+deleted, never resumed.
+
+Data-parallel training: :func:`train_job` runs the loop on ``world_size``
+ranks with torch DDP (:mod:`conta_core.distributed`). Every rank walks the same
+global batches and trains on its equal slice of each; gradients are averaged,
+so the weights follow single-process training on the same global batch (up to
+float rounding) as long as the loss is a mean over the global batch (the
+segmentation loss normalises by the global pixel count for that) and BatchNorm
+is frozen, or synchronised (SyncBatchNorm, CUDA only).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .distributed import DistributedContext, all_reduce_mean, is_main, launch, shard_batch, wrap_model
+
+log = logging.getLogger(__name__)
+
+# Test hook: seconds to sleep after every optimisation step, so a test can kill a
+# run in the middle of training. It changes timing only, never results.
+STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"
 
 
 @dataclass
@@ -37,6 +69,60 @@ class TrainSettings:
     def from_config(cls, section: dict, seed: int) -> "TrainSettings":
         keys = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in section.items() if k in keys and k != "seed"}, seed=seed)
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often a training loop saves its state, and what it resumes from.
+
+    ``digest`` identifies what is being trained (settings, inputs); a checkpoint
+    carrying another digest is stale. ``every`` <= 0 disables saving (a
+    matching checkpoint is still resumed). Build with :meth:`prepare`.
+    """
+    directory: Path
+    every: int
+    digest: str
+    keep: int = 2
+    resume_from: Path | None = None
+
+    @classmethod
+    def prepare(cls, directory: str | os.PathLike, every: int, digest: str, keep: int = 2) -> "Checkpointing":
+        """Find the checkpoint to resume from; delete checkpoints of other settings or inputs."""
+        directory = Path(directory)
+        found = ckpt.latest_valid_checkpoint(directory)
+        resume_from = None
+        if found is not None:
+            extra = torch.load(found, map_location="cpu", weights_only=True)["extra"]
+            if extra.get("digest") == digest:
+                resume_from = found
+            else:
+                log.warning("checkpoints in %s are from other settings or inputs; deleting them", directory)
+                for _, path in ckpt.list_checkpoints(directory):
+                    path.unlink(missing_ok=True)
+        return cls(directory, int(every), digest, keep, resume_from)
+
+    def clear(self) -> None:
+        """Remove the step's checkpoints once its final model is saved."""
+        for _, path in ckpt.list_checkpoints(self.directory):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+
+
+@dataclass
+class TrainJob:
+    """What one process needs to train: built afresh in every DDP rank."""
+    model: nn.Module
+    dataset: object                  # a torch Dataset with set_epoch(epoch)
+    loss_fn: Callable[[nn.Module, dict], torch.Tensor]
+    groups: list[dict]               # optimizer groups: params, lr_mult (, weight_decay)
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict
+    history: list[float]             # mean loss of each epoch
+    step_losses: list[float] = field(default_factory=list)
 
 
 def build_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimizer:
@@ -76,41 +162,152 @@ def autocast(precision: str, device: torch.device):
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
 def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.Tensor],
-          groups: list[dict], s: TrainSettings, device: torch.device, name: str) -> list[float]:
-    """Train ``model`` in place; returns the mean loss of each epoch."""
+          groups: list[dict], s: TrainSettings, device: torch.device, name: str, *,
+          checkpoint: Checkpointing | None = None, ctx: DistributedContext | None = None,
+          step_losses: list[float] | None = None) -> list[float]:
+    """Train ``model`` in place; returns the mean loss of each epoch.
+
+    ``checkpoint``: save every ``checkpoint.every`` iterations and resume from
+    ``checkpoint.resume_from``. ``ctx``: this process's rank in a DDP group
+    (None: one process); the model is wrapped here, rank 0 saves checkpoints.
+    ``step_losses`` collects the (global-batch) loss of every step.
+    """
+    ctx = ctx or DistributedContext(0, 1, device, None)
     if len(dataset) < s.batch_size:
         raise ValueError(f"{name}: {len(dataset)} training images is fewer than one batch "
                          f"(batch_size {s.batch_size})")
+    if s.batch_size % ctx.world_size:
+        raise ValueError(f"{name}: batch_size {s.batch_size} cannot be split over {ctx.world_size} "
+                         "devices; choose a batch size divisible by resources.train_gpus")
     torch.manual_seed(s.seed)
     model.to(device).train()
+    net = wrap_model(model, ctx)
     optimizer = build_optimizer(groups, s)
     per_epoch = len(dataset) // s.batch_size
     max_iters = s.epochs * per_epoch
-    iteration = 0
-    history = []
-    for epoch in range(s.epochs):
+    iteration, start_epoch, start_batch, carried = 0, 0, 0, 0.0
+    history: list[float] = []
+    if checkpoint is not None and checkpoint.resume_from is not None:
+        state = ckpt.load_training_state(checkpoint.resume_from, model, optimizer)
+        iteration, start_epoch, start_batch = state["iteration"], state["epoch"], state["batch_in_epoch"]
+        history = list(state["extra"]["history"])
+        carried = float(state["extra"]["epoch_loss_sum"])
+        if is_main(ctx):
+            print(f"[{name}] resuming from {checkpoint.resume_from} at iteration {iteration}",
+                  file=sys.stderr, flush=True)
+    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+    main = is_main(ctx)
+    for epoch in range(start_epoch, s.epochs):
         dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_sampler=epoch_batches(len(dataset), s.batch_size, s.seed, epoch),
-                            num_workers=s.num_workers)
-        start, total = time.time(), 0.0
+        first = start_batch if epoch == start_epoch else 0
+        total = carried if epoch == start_epoch else 0.0
+        batches = epoch_batches(len(dataset), s.batch_size, s.seed, epoch)[first:]
+        sampler = [shard_batch(b, ctx.rank, ctx.world_size) for b in batches]
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s.num_workers)
+        start = time.time()
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{s.epochs}", file=sys.stderr,
-                   mininterval=5.0, leave=False)
-        for batch in bar:
+                   mininterval=5.0, leave=False, disable=not main, initial=first, total=per_epoch)
+        for position, batch in enumerate(bar, start=first):
             for group in optimizer.param_groups:
                 group["lr"] = s.lr * group["lr_mult"] * lr_factor(iteration, max_iters, s)
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(s.precision, device):
-                loss = loss_fn(model, batch)
+                loss = loss_fn(net, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
+            value = all_reduce_mean(loss.detach(), ctx).item() if ctx.world_size > 1 else loss.item()
+            total += value
             iteration += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        history.append(total / per_epoch)
-        print(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
-              f"loss {history[-1]:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
-              f"{time.time() - start:.1f}s", file=sys.stderr, flush=True)
+            if step_losses is not None:
+                step_losses.append(value)
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            end_of_epoch = position + 1 == per_epoch
+            if end_of_epoch:
+                history.append(total / per_epoch)
+                if main:
+                    print(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
+                          f"loss {history[-1]:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                          f"{time.time() - start:.1f}s", file=sys.stderr, flush=True)
+            if (checkpoint is not None and checkpoint.every > 0 and iteration % checkpoint.every == 0
+                    and iteration < max_iters and main):
+                path = ckpt.save_training_state(
+                    checkpoint.directory, model=model, optimizer=optimizer, scheduler_state=None,
+                    iteration=iteration, epoch=epoch + 1 if end_of_epoch else epoch,
+                    batch_in_epoch=0 if end_of_epoch else position + 1, keep=checkpoint.keep,
+                    extra={"digest": checkpoint.digest, "history": list(history),
+                           "epoch_loss_sum": 0.0 if end_of_epoch else total})
+                print(f"[{name}] saved checkpoint {path} at iteration {iteration}", file=sys.stderr, flush=True)
+            if delay:
+                time.sleep(delay)
     model.eval()
     return history
+
+
+def _sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace BatchNorm layers that train (not frozen) by SyncBatchNorm, in place."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.BatchNorm2d) and child.training:
+            sync = nn.SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                    child.track_running_stats)
+            if child.affine:
+                sync.weight, sync.bias = child.weight, child.bias  # same Parameters: optimizer groups stay valid
+            sync.running_mean, sync.running_var = child.running_mean, child.running_var
+            sync.num_batches_tracked = child.num_batches_tracked
+            setattr(model, name, sync)
+        else:
+            _sync_batchnorm(child)
+    return model
+
+
+def _rank_main(ctx: DistributedContext, build: Callable[[DistributedContext], TrainJob], s: TrainSettings,
+               name: str, checkpoint: Checkpointing | None, out: str | None) -> TrainResult | None:
+    job = build(ctx)
+    model = job.model
+    if ctx.world_size > 1:
+        model.train()
+        if any(isinstance(m, nn.BatchNorm2d) and m.training for m in model.modules()):
+            if ctx.device.type == "cuda":
+                _sync_batchnorm(model)
+            elif is_main(ctx):
+                print(f"[{name}] warning: BatchNorm is not frozen and SyncBatchNorm needs CUDA; "
+                      "each rank normalises with its own share of the batch, so results differ "
+                      "slightly from single-process training", file=sys.stderr, flush=True)
+    steps: list[float] = []
+    history = train(model, job.dataset, job.loss_fn, job.groups, s, ctx.device, name,
+                    checkpoint=checkpoint, ctx=ctx, step_losses=steps)
+    result = TrainResult({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
+                         history, steps)
+    if out is not None and is_main(ctx):
+        torch.save({"state_dict": result.state_dict, "history": result.history, "steps": result.step_losses},
+                   out)
+    return result
+
+
+def train_job(build: Callable[[DistributedContext], TrainJob], s: TrainSettings, device: torch.device, name: str,
+              *, world_size: int = 1, checkpoint: Checkpointing | None = None) -> TrainResult:
+    """Build and train a model on ``world_size`` ranks; returns rank 0's weights and losses.
+
+    ``build(ctx)`` makes the model, dataset, loss and optimizer groups; with
+    several ranks it runs in each spawned process, so it must be picklable
+    (a module-level function or a ``functools.partial`` of one). ``device``:
+    the device of single-process training; with several ranks, rank r uses
+    ``cuda:r`` of the job's (claimed) GPUs, or the CPU with gloo.
+    """
+    if s.batch_size % world_size:
+        raise ValueError(f"{name}: batch_size {s.batch_size} cannot be split over {world_size} "
+                         "devices; choose a batch size divisible by resources.train_gpus")
+    if world_size == 1:
+        return _rank_main(DistributedContext(0, 1, device, None), build, s, name, checkpoint, None)
+    print(f"[{name}] data-parallel training on {world_size} {device.type} rank(s), "
+          f"global batch {s.batch_size}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="conta-ddp-") as tmp:
+        out = str(Path(tmp) / "result.pt")
+        launch(_rank_main, world_size, args=(build, s, name, checkpoint, out), device=device.type)
+        state = torch.load(out, map_location="cpu", weights_only=True)
+    return TrainResult(state["state_dict"], state["history"], state["steps"])

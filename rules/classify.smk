@@ -18,9 +18,11 @@ rule train_classifier:
         f"{BENCH}/round{{round}}/train_classifier.tsv"
     threads: GPU_THREADS
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
     shell:
         "{PY}/train_classifier.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} "
+        "--gpus {resources.gpu} --checkpoint-dir {CHECKPOINTS}/round{wildcards.round}/classifier "
+        "--checkpoint-every {CHECKPOINT_EVERY} "
         "--index-dir {INDEX_DIR} --round {wildcards.round} {params.confounder} --out {output} > {log} 2>&1"
 
 
@@ -44,6 +46,7 @@ rule cam:
     resources:
         gpu=1,
     shell:
-        "{PY}/cam.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --index-dir {INDEX_DIR} "
+        "{PY}/cam.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --gpus {resources.gpu} "
+        "--index-dir {INDEX_DIR} "
         "--round {wildcards.round} --classifier {input.classifier} {params.confounder} "
         "--shard {wildcards.shard} --out {output} > {log} 2>&1"

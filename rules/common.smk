@@ -59,3 +59,12 @@ def confounder_arg(wildcards, input):
 
 PY = f"python {workflow.basedir}/workflow_scripts"
 DEVICE_ARGS = f"--device {config['device']}"
+
+
+# Scale-out and resume (config section `resources`): GPUs per training job (DDP ranks),
+# and how often training saves resumable state under results/<run>/checkpoints/ (not an
+# output, so Snakemake keeps it when a job fails or is killed).
+_RESOURCES = config.get("resources") or {}
+TRAIN_GPUS = int(_RESOURCES.get("train_gpus", 1))
+CHECKPOINT_EVERY = int(_RESOURCES.get("checkpoint_every", 100))
+CHECKPOINTS = f"{RESULTS}/checkpoints"

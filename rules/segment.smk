@@ -17,9 +17,11 @@ rule train_segmenter:
         f"{BENCH}/round{{round}}/train_segmenter.tsv"
     threads: GPU_THREADS
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,
     shell:
         "{PY}/train_segmenter.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} "
+        "--gpus {resources.gpu} --checkpoint-dir {CHECKPOINTS}/round{wildcards.round}/segmenter "
+        "--checkpoint-every {CHECKPOINT_EVERY} "
         "--index-dir {INDEX_DIR} --round {wildcards.round} --pseudo-masks {input.pseudo_masks} "
         "--out {output} > {log} 2>&1"
 
@@ -42,6 +44,7 @@ rule predict:
     resources:
         gpu=1,
     shell:
-        "{PY}/predict.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --index-dir {INDEX_DIR} "
+        "{PY}/predict.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --gpus {resources.gpu} "
+        "--index-dir {INDEX_DIR} "
         "--round {wildcards.round} --segmenter {input.segmenter} --split {wildcards.split} "
         "--shard {wildcards.shard} --out {output} > {log} 2>&1"

@@ -1,19 +1,29 @@
-"""What every step's entry point shares: arguments, threads, seeds, device, shards.
+"""What every step's entry point shares: arguments, GPUs, threads, seeds, device, shards, checkpoints.
 
 The entry points are thin: parse the rule's inputs/outputs/settings, call
 conta_core, write the outputs. Settings arrive as one JSON object (the rule's
 config section) so that Snakemake reruns a step exactly when its settings change.
+
+Each job logs one ``start`` line (script, time, claimed GPUs, device, threads,
+seed) and one ``end`` line to stderr, i.e. the rule's log; both carry the wall
+clock as ``unix=<seconds>`` so tools and tests can see which jobs overlapped.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import logging
 import os
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"  # test hook, see conta_core.train
+_claim = None  # the job's GPU claim: held (its lock files open) until the process exits
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -22,25 +32,83 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="the step's settings as a JSON object")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the rule's threads)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--gpus", type=int, default=0,
+                   help="GPUs this job holds (the rule's gpu resource): claimed so that no other "
+                        "running job uses them; a scheduler's CUDA_VISIBLE_DEVICES is respected")
     return p
 
 
-def setup(args: argparse.Namespace):
-    """Threads and seeds from the arguments; returns the torch device."""
-    import torch
-    from conta_core.devices import resolve_device
+def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint-dir", type=Path,
+                   help="folder for resumable training state (not a Snakemake output)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save the training state every N iterations (0: never)")
 
+
+def _log(message: str) -> None:
+    print(f"[{os.path.basename(sys.argv[0])}] {message}", file=sys.stderr, flush=True)
+
+
+def setup(args: argparse.Namespace):
+    """GPU claim, threads, seeds and determinism from the arguments; returns the torch device.
+
+    The GPU claim comes first, before anything initialises CUDA: it sets
+    CUDA_VISIBLE_DEVICES to the job's devices (see conta_core.devices.claim_gpus).
+    """
+    global _claim
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(name)s] %(levelname)s %(message)s")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    import torch
+    from conta_core.devices import claim_gpus, resolve_device, set_threads
+
+    wanted = 0 if str(args.device).strip().lower() == "cpu" else max(0, args.gpus)
+    _claim = claim_gpus(wanted)
     settings = args.settings
     threads = args.threads
-    torch.set_num_threads(threads)
+    set_threads(threads)
+    # Same inputs, same numbers: a resumed run must reproduce the uninterrupted one.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
     seed = int(settings.get("seed", 0))
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     device = resolve_device(args.device)
-    print(f"[{os.path.basename(sys.argv[0])}] start {time.strftime('%H:%M:%S')} device {device} "
-          f"threads {threads} seed {seed}", file=sys.stderr, flush=True)
+    gpus = ",".join(map(str, _claim.devices)) or "none"
+    start = time.time()
+    _log(f"start {time.strftime('%H:%M:%S')} unix={start:.3f} pid={os.getpid()} gpus={gpus} "
+         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} device {device} "
+         f"threads {threads} seed {seed}")
+    atexit.register(lambda: _log(f"end {time.strftime('%H:%M:%S')} unix={time.time():.3f} "
+                                 f"({time.time() - start:.1f}s)"))
     return device
+
+
+def step_delay() -> None:
+    """Sleep ``$CONTA_TEST_STEP_DELAY_S`` seconds (tests only: makes a step slow enough to kill)."""
+    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+    if delay:
+        time.sleep(delay)
+
+
+def checkpointing(args: argparse.Namespace, inputs: list[str | os.PathLike]):
+    """The step's :class:`conta_core.train.Checkpointing`, or None without ``--checkpoint-dir``.
+
+    A checkpoint is resumed only by the same settings over the same inputs
+    (paths, sizes and modification times), so a rebuilt input or a changed
+    setting starts training afresh.
+    """
+    if args.checkpoint_dir is None:
+        return None
+    from conta_core.store import digest
+    from conta_core.train import Checkpointing
+
+    identity = {"settings": args.settings, "inputs": []}
+    for path in inputs:
+        stat = os.stat(path)
+        identity["inputs"].append([str(path), stat.st_size, stat.st_mtime_ns])
+    return Checkpointing.prepare(args.checkpoint_dir, args.checkpoint_every, digest(identity))
 
 
 def shard_ids(ids: list[str], shard: int, shards: int) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from _common import parser, provenance, setup, shard_ids
+from _common import parser, provenance, setup, shard_ids, step_delay
 
 from conta_core.cam import infer_cams, same_size_batches
 from conta_core.classify import ConfounderInputs, build_classifier, load_model, uses_context
@@ -33,10 +33,20 @@ if __name__ == "__main__":
     attrs = provenance("cam", args.round, s, index.classes, shard=args.shard, shards=s["shards"])
     batches = same_size_batches(ids, index.size, s["cam"]["batch_size"])
     with MapWriter(args.out, kind="cam", attrs=attrs) as writer:
-        for batch in tqdm(batches, desc=f"CAM shard {args.shard} (batches)", file=sys.stderr, mininterval=5.0):
+        # Resumed shard: skip whole batches already written. The batches are formed from the
+        # full id list either way, so every image is inferred in the same company as in an
+        # uninterrupted run (batched float math can depend on the batch).
+        todo = [batch for batch in batches if not all(i in writer for i in batch)]
+        done = len(ids) - sum(len(b) for b in todo)
+        print(f"[cam] shard {args.shard}: {len(ids)} images, {done} already written", file=sys.stderr, flush=True)
+        for batch in tqdm(todo, desc=f"CAM shard {args.shard} (batches)", file=sys.stderr, mininterval=5.0):
             images = np.stack([index.read_image(i) for i in batch])
             classes = [index.labels(i) for i in batch]
             x_m = np.stack([confounder.x_m(i) for i in batch]) if confounder is not None else None
             cams = infer_cams(model, images, classes, s["cam"]["scales"], s["cam"]["flip"], device, x_m)
             for image_id, image_classes, cam in zip(batch, classes, cams):
-                writer.put(image_id, cam.astype(np.float16), classes=image_classes)
+                if image_id not in writer:
+                    writer.put(image_id, cam.astype(np.float16), classes=image_classes)
+            done += len(batch)
+            print(f"[cam] shard {args.shard}: {done}/{len(ids)} images written", file=sys.stderr, flush=True)
+            step_delay()

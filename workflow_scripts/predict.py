@@ -25,4 +25,5 @@ if __name__ == "__main__":
     ids = shard_ids(index.ids(args.split), args.shard, s["shards"])
     attrs = provenance("predict", args.round, s, index.classes, split=args.split, shard=args.shard)
     with MapWriter(args.out, kind="seg_pred", attrs=attrs) as writer:
+        # A resumed shard keeps the masks its killed run wrote (predict_split skips them).
         predict_split(model, index, ids, device, s["segment"]["crf"], writer)

@@ -1,7 +1,13 @@
-"""Train a round's image-level classifier (Eq. 2), on [X, M_t] in CONTA rounds."""
+"""Train a round's image-level classifier (Eq. 2), on [X, M_t] in CONTA rounds.
+
+Resumable: with ``--checkpoint-dir`` the training state is saved every
+``--checkpoint-every`` iterations and a restarted job continues from the
+newest checkpoint of the same settings and inputs. ``--gpus`` > 1 trains with
+DDP, one rank per device (gloo ranks on the CPU).
+"""
 from pathlib import Path
 
-from _common import parser, setup
+from _common import add_checkpoint_args, checkpointing, parser, setup
 
 from conta_core.classify import ConfounderInputs, save_model, train_classifier, uses_context
 from conta_core.data.index import DatasetIndex
@@ -12,14 +18,21 @@ if __name__ == "__main__":
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--confounder", type=Path, help="previous round's confounder.h5 (CONTA rounds)")
     p.add_argument("--out", type=Path, required=True)
+    add_checkpoint_args(p)
     args = p.parse_args()
     s = args.settings
     device = setup(args)
     index = DatasetIndex.load(args.index_dir)
     confounder = None
+    inputs = [args.index_dir / "index.csv", args.index_dir / "classes.json"]
     if uses_context(s["conta"], args.round):
         confounder = ConfounderInputs(args.confounder, index.classes)
+        inputs.append(args.confounder)
+    checkpoint = checkpointing(args, inputs)
     model, history = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
-                                      args.round, s["seed"], device, confounder)
+                                      args.round, s["seed"], device, confounder,
+                                      world_size=max(1, args.gpus), checkpoint=checkpoint)
     save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
                                  "class_names": index.classes})
+    if checkpoint is not None:
+        checkpoint.clear()

@@ -1,7 +1,11 @@
-"""Train a round's DeepLab-v2 on its pseudo-masks (255 ignored)."""
+"""Train a round's DeepLab-v2 on its pseudo-masks (255 ignored).
+
+Resumable like train_classifier.py (``--checkpoint-dir``, ``--checkpoint-every``);
+``--gpus`` > 1 trains with DDP.
+"""
 from pathlib import Path
 
-from _common import parser, setup
+from _common import add_checkpoint_args, checkpointing, parser, setup
 
 from conta_core.classify import save_model
 from conta_core.data.index import DatasetIndex
@@ -14,16 +18,22 @@ if __name__ == "__main__":
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True)
+    add_checkpoint_args(p)
     args = p.parse_args()
     s = args.settings
     device = setup(args)
     index = DatasetIndex.load(args.index_dir)
+    checkpoint = checkpointing(args, [args.index_dir / "index.csv", args.index_dir / "classes.json",
+                                      *args.pseudo_masks])
     with ShardedReader(args.pseudo_masks, kind="pseudo_mask",
                        expect={"class_names": index.classes, "round": args.round}) as masks:
         ids = [i for i in index.ids(s["train_split"]) if i in masks]
         missing = len(index.ids(s["train_split"])) - len(ids)
         if missing:
             raise SystemExit(f"{missing} training images have no pseudo-mask in {args.pseudo_masks}")
-        model, history = train_segmenter(index, ids, masks, s["segment"], s["seed"], device, args.round)
+        model, history = train_segmenter(index, ids, masks, s["segment"], s["seed"], device, args.round,
+                                         world_size=max(1, args.gpus), checkpoint=checkpoint)
     save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
                                  "class_names": index.classes})
+    if checkpoint is not None:
+        checkpoint.clear()
