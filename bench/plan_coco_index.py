@@ -1,14 +1,30 @@
-"""Time the planning path on a COCO-sized index (82,783 train ids, no images).
+"""Time planning at COCO scale (82,783 train + 40,504 val ids, no images).
 
-Why: the workflow loads the dataset index to list ids and mask shards when it
-plans jobs, so that path must stay fast at COCO scale (target < 10 s).
-Writes a fake index (the same writer ``build_index`` uses) into a temp dir,
-then times ``DatasetIndex.load`` + ``ids`` + ``mask_shards`` + per-shard id
-lists. Run: ``python bench/plan_coco_index.py [--shards 8]``.
+Why: a workflow that lists images or mask shards while it plans, or that makes
+one job per image, stalls at COCO size. Target: < 10 s per plan.
+
+Two measurements:
+
+1. The index itself: write a fake COCO-sized index with the writer
+   ``build_index`` uses, then time ``DatasetIndex.load`` + ``ids`` +
+   ``mask_shards`` (what a render or evaluation job does when it starts).
+2. ``snakemake -n`` with ``presets/coco14_irnet_conta.yaml`` (3 rounds,
+   ``dataset.mask_shards`` shards per split) in a fresh working directory, in
+   three states: nothing built yet; the index plan present (82,783 + 40,504
+   rows); plan, all mask shards and the published index present, so the plan
+   starts at training. Each is a separate process, timed end to end.
+
+Run: ``python bench/plan_coco_index.py [--mask-shards 16] [--repeats 3]``.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,46 +34,108 @@ import numpy as np
 from conta_core.data.coco import shard_file
 from conta_core.data.index import DatasetIndex, Item, Scan, finish_index
 
-NUM_TRAIN = 82_783
+REPO = Path(__file__).resolve().parents[1]
+PRESET = REPO / "presets" / "coco14_irnet_conta.yaml"
+RUN = "coco14_irnet_conta"  # the preset's run name
+SIZES = {"train": 82_783, "val": 40_504}
 
 
-def fake_scan(out_dir: Path, num_shards: int) -> Scan:
+def fake_scan(root: Path, mask_dir: Path, num_shards: int) -> Scan:
     rng = np.random.default_rng(0)
     classes = ["background"] + [f"class{i}" for i in range(1, 81)]
-    scan = Scan("coco14", Path("/data/coco"), classes, 255, None)
-    ids = [f"COCO_train2014_{n:012d}" for n in range(1, NUM_TRAIN + 1)]
-    draws = rng.integers(1, 81, (NUM_TRAIN, 3)).tolist()
-    for position, image_id in enumerate(ids):
-        labels = tuple(sorted(set(draws[position])))
-        shard = shard_file(out_dir, "train", position * num_shards // len(ids))
-        scan.items[image_id] = Item(f"/data/coco/train2014/{image_id}.jpg", f"h5:{shard}",
-                                    480, 640, labels)
-    scan.splits["train"] = ids
+    scan = Scan("coco14", root, classes, 255, None)
+    for split, size in SIZES.items():
+        ids = [f"COCO_{split}2014_{n:012d}" for n in range(1, size + 1)]
+        draws = rng.integers(1, 81, (size, 3)).tolist()
+        for position, image_id in enumerate(ids):
+            shard = shard_file(mask_dir, split, position * num_shards // size)
+            scan.items[image_id] = Item(str(root / f"{split}2014" / f"{image_id}.jpg"), f"h5:{shard}",
+                                        480, 640, tuple(sorted(set(draws[position]))))
+        scan.splits[split] = ids
     return scan
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", type=int, default=8)
-    args = parser.parse_args()
+def time_index(num_shards: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp) / "index"
-        scan = fake_scan(out_dir, args.shards)
+        scan = fake_scan(Path("/data/coco"), out_dir, num_shards)
         start = time.perf_counter()
-        finish_index(scan, {"train_split": "train"}, out_dir)
+        finish_index(scan, {"train_split": "train", "eval_split": "val"}, out_dir)
         written = time.perf_counter() - start
-
         start = time.perf_counter()
         index = DatasetIndex.load(out_dir)
         ids = index.ids("train")
         shards = index.mask_shards()
-        sizes = {Path(path).name: len(shard_ids) for path, shard_ids in shards.items()}
-        planned = time.perf_counter() - start
-    assert len(ids) == NUM_TRAIN and sum(sizes.values()) == NUM_TRAIN
-    print(f"write index ({NUM_TRAIN} ids): {written:.2f} s")
-    print(f"plan (load + ids + {len(shards)} mask shards): {planned:.2f} s  "
-          f"[target < 10 s: {'ok' if planned < 10 else 'TOO SLOW'}]")
-    print("shard sizes:", sizes)
+        loaded = time.perf_counter() - start
+    assert len(ids) == SIZES["train"] and sum(map(len, shards.values())) == sum(SIZES.values())
+    print(f"index: write {sum(SIZES.values())} rows {written:.2f} s; load + ids + "
+          f"{len(shards)} mask shards {loaded:.2f} s")
+
+
+def snakemake_plan(work: Path, root: Path, mask_shards: int) -> tuple[float, dict[str, int]]:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(work), "--configfile", str(PRESET), "--cores", "2", "-n", "--quiet", "rules",
+           "--config", f"dataset={{root: {root}, mask_shards: {mask_shards}}}"]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"snakemake -n failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    jobs = {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, re.M)}
+    return elapsed, jobs
+
+
+def time_snakemake(mask_shards: int, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = tmp / "coco"
+        (root / "annotations").mkdir(parents=True)
+        for name in ("instances_train2014.json", "instances_val2014.json"):
+            (root / "annotations" / name).write_text(json.dumps({"images": [], "annotations": [],
+                                                                  "categories": []}))
+        work = tmp / "work"
+        dataset = work / "results" / RUN / "dataset"
+        states = []
+
+        def measure(state: str) -> None:
+            times, jobs = [], {}
+            for _ in range(repeats):
+                elapsed, jobs = snakemake_plan(work, root, mask_shards)
+                times.append(elapsed)
+            states.append((state, min(times), max(times), jobs))
+
+        measure("nothing built")
+        start = time.perf_counter()
+        finish_index(fake_scan(root, dataset, mask_shards), {"train_split": "train"}, dataset / "plan")
+        print(f"(wrote the {sum(SIZES.values())}-row plan in {time.perf_counter() - start:.1f} s)")
+        measure("index plan present")
+        for split in SIZES:
+            for shard in range(mask_shards):
+                path = shard_file(dataset, split, shard)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+        for name in ("index.csv", "classes.json", "report.md"):
+            shutil.copy(dataset / "plan" / name, dataset / name)
+        measure("plan + shards + index present")
+
+    print(f"snakemake -n, presets/coco14_irnet_conta.yaml, mask_shards {mask_shards}, "
+          f"{repeats} run(s) each [target < 10 s]:")
+    for state, fastest, slowest, jobs in states:
+        picked = {k: jobs[k] for k in ("dataset_index", "render_coco_masks", "dataset_ready",
+                                       "train_classifier", "total") if k in jobs}
+        verdict = "ok" if slowest < 10 else "TOO SLOW"
+        print(f"  {state:32s} {fastest:5.2f} .. {slowest:5.2f} s  {verdict}  jobs {picked}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mask-shards", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    time_index(args.mask_shards)
+    time_snakemake(args.mask_shards, args.repeats)
 
 
 if __name__ == "__main__":

@@ -603,7 +603,15 @@ class DatasetIndex:
         if not item.mask:
             raise DatasetError(f"image id {image_id!r} has no ground-truth mask in {self.directory}")
         if item.mask.startswith(H5_PREFIX):
-            return self._h5_reader(item.mask[len(H5_PREFIX):]).get(image_id)
+            path = item.mask[len(H5_PREFIX):]
+            if not os.path.exists(path):
+                relative = os.path.relpath(path)
+                shown = path if relative.startswith("..") else relative
+                raise DatasetError(
+                    f"mask of {image_id!r} is in {path}, which is missing; render it again with "
+                    f"`snakemake {shown}` run in the workflow's directory (path relative to it); "
+                    "the index and later results stay valid")
+            return self._h5_reader(path).get(image_id)
         with Image.open(item.mask) as mask:
             if mask.mode not in ("P", "L"):
                 raise DatasetError(f"mask of {image_id!r} is a mode {mask.mode!r} image, not an index "
