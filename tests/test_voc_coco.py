@@ -145,8 +145,9 @@ def test_voc12_from_segmentation_class_aug(voc, tmp_path):
 
 def test_voc12_without_sbd_has_no_train_aug(voc, tmp_path):
     devkit, _ = voc
-    with pytest.raises(DatasetError, match="train_split 'train_aug' is not one of the splits"):
+    with pytest.raises(DatasetError, match="train_split 'train_aug' is not one of the splits") as info:
         build_index(voc_cfg(devkit, None), tmp_path / "index")
+    assert "give dataset.sbd_root or dataset.aug_masks" in str(info.value)
     index = build_index(voc_cfg(devkit, None, train_split="train"), tmp_path / "index")
     assert index.splits() == ["train", "val"]
 

@@ -181,6 +181,8 @@ def render_coco_masks(ann_file: str | Path, ids: Iterable[str], out_path: str | 
     with MapWriter(out_path, kind=GT_MASK_KIND,
                    attrs={"classes": names, "source": str(ann_file), "ids_digest": digest(ids)}) as writer:
         for image_id in ids:
+            if image_id in writer:  # kept from an interrupted attempt at the same shard
+                continue
             img = by_stem[image_id]
             writer.put(image_id, semantic_mask(img, anns_of[img["id"]], to_class))
 

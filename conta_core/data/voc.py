@@ -74,7 +74,9 @@ def scan_voc12(cfg: dict, out_dir: Path) -> Scan:
         scan.problems.append(Problem("dataset.aug_masks folder does not exist", paths=(str(aug_dir),),
                                      structural=True))
     aug_dir = aug_dir if aug_dir.is_dir() else None
-    _add_train_aug(scan, sbd, aug_dir)
+    wants_aug = (cfg.get("train_split") or "train_aug") == "train_aug" or \
+        "train_aug" in (cfg.get("splits") or {})
+    _add_train_aug(scan, sbd, aug_dir, wants_aug)
     if any(p.structural for p in scan.problems):
         return scan
 
@@ -129,7 +131,7 @@ def _sbd_folder(cfg: dict, scan: Scan) -> Path | None:
     return sbd
 
 
-def _add_train_aug(scan: Scan, sbd: Path | None, aug_dir: Path | None) -> None:
+def _add_train_aug(scan: Scan, sbd: Path | None, aug_dir: Path | None, wanted: bool) -> None:
     """train_aug = (SBD train + SBD val, or the aug-mask ids) + VOC train - VOC val."""
     if sbd is not None:
         aug_ids: list[str] = []
@@ -145,7 +147,12 @@ def _add_train_aug(scan: Scan, sbd: Path | None, aug_dir: Path | None) -> None:
         aug_ids = [p.stem for p in aug_dir.glob("*.png")]
         source = f"{aug_dir}/*.png + VOC train - VOC val"
     else:
-        scan.notes.append("no train_aug split: give dataset.sbd_root or dataset.aug_masks")
+        message = ("no train_aug split: it needs SBD or SegmentationClassAug masks; give "
+                   f"dataset.sbd_root or dataset.aug_masks (or put SegmentationClassAug in {scan.root})")
+        if wanted:
+            scan.problems.append(Problem(message, structural=True))
+        else:
+            scan.notes.append(message)
         return
     if "val" not in scan.splits:
         return
