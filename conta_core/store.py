@@ -212,10 +212,10 @@ _RECORD = struct.Struct("<4sIQI")  # tag, meta bytes, payload bytes, crc32 of me
 class _Journal:
     """Append-only record file behind :class:`MapWriter` (see its docstring)."""
 
-    def __init__(self, path: Path, fd: int):
+    def __init__(self, path: Path, fd: int, writable: bool = True):
         self.path = path
         self.fd = fd
-        self.file = os.fdopen(fd, "r+b", buffering=0)
+        self.file = os.fdopen(fd, "r+b" if writable else "rb", buffering=0)
 
     @classmethod
     def open_locked(cls, path: Path) -> "_Journal":
@@ -313,6 +313,23 @@ class _Journal:
         array = np.frombuffer(zlib.decompress(data), dtype=np.dtype(meta["dtype"]))
         return meta, array.reshape(meta["shape"])
 
+    def complete_ids(self) -> list[str]:
+        """Ids of the complete item records after a valid header, in write order (read only)."""
+        size = os.fstat(self.fd).st_size
+        self.file.seek(0)
+        if self.file.read(len(_MAGIC)) != _MAGIC:
+            return []
+        offset, ids = len(_MAGIC), []
+        first = self._record_at(offset, size)
+        if first is None or first[0] != b"HEAD":
+            return []
+        offset = first[3]
+        while (record := self._record_at(offset, size)) is not None:
+            if record[0] == b"ITEM" and record[1]["id"] not in ids:
+                ids.append(record[1]["id"])
+            offset = record[3]
+        return ids
+
     def remove(self) -> None:
         try:
             if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
@@ -322,6 +339,24 @@ class _Journal:
 
     def close(self) -> None:
         self.file.close()  # also drops the flock
+
+
+def partial_ids(target: str | os.PathLike) -> list[str]:
+    """Image ids a restarted :class:`MapWriter` for ``target`` could keep from ``<target>.partial``.
+
+    For diagnostics and tests; empty when there is no journal or its header is
+    unreadable. Does not check that the journal matches a particular writer.
+    """
+    partial = Path(target).with_name(Path(target).name + ".partial")
+    try:
+        fd = os.open(partial, os.O_RDONLY)
+    except FileNotFoundError:
+        return []
+    journal = _Journal(partial, fd, writable=False)
+    try:
+        return journal.complete_ids()
+    finally:
+        journal.close()
 
 
 def _json_attr(value: Any) -> Any:

@@ -60,3 +60,197 @@ def test_ids_with_slashes_and_sharded_reader(tmp_path):
         assert "a/1" in r and "zz" not in r
         with pytest.raises(StoreError, match="zz"):
             r.get("zz")
+
+
+# --- resumable writes (<target>.partial journal) -------------------------------------------
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conta_core.store import partial_ids
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _item(k: int) -> np.ndarray:
+    return np.random.default_rng(k).random((3, 17, 11)).astype(np.float16)
+
+
+def _interrupted(path: Path, ids: list[str], attrs: dict | None = None) -> None:
+    """Write ``ids`` and stop as Ctrl-C would: the journal stays for a restart."""
+    with pytest.raises(KeyboardInterrupt):
+        with MapWriter(path, kind="cam", attrs=attrs or {"round": 0}) as w:
+            for i in ids:
+                w.put(i, _item(int(i)), classes=[int(i)])
+            raise KeyboardInterrupt
+
+
+def test_interrupted_writer_resumes_and_keeps_complete_items(tmp_path, caplog):
+    path = tmp_path / "cam.h5"
+    _interrupted(path, ["0", "1", "2"])
+    assert not path.exists() and partial_ids(path) == ["0", "1", "2"]
+    with caplog.at_level(logging.INFO, logger="conta_core.store"):
+        with MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+            assert w.recovered == 3 and "1" in w and "3" not in w
+            for i in ["3", "4"]:
+                w.put(i, _item(int(i)), classes=[int(i)])
+    assert "with 3 complete item(s)" in caplog.text
+    assert not (tmp_path / "cam.h5.partial").exists()
+    with MapReader(path, kind="cam", expect={"round": 0}) as r:
+        assert sorted(r.ids()) == ["0", "1", "2", "3", "4"]
+        for i in r.ids():
+            np.testing.assert_array_equal(r.get(i), _item(int(i)))
+            assert r.item_attrs(i)["classes"] == [int(i)]
+        assert r.attrs["num_items"] == 5
+
+
+def test_torn_last_record_is_cut_off(tmp_path):
+    path = tmp_path / "cam.h5"
+    _interrupted(path, ["0", "1", "2"])
+    partial = tmp_path / "cam.h5.partial"
+    with open(partial, "r+b") as f:  # a kill in the middle of writing item 2
+        f.truncate(partial.stat().st_size - 7)
+    assert partial_ids(path) == ["0", "1"]
+    with MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+        assert w.recovered == 2 and "2" not in w
+        w.put("2", _item(2), classes=[2])
+    with MapReader(path) as r:
+        np.testing.assert_array_equal(r.get("2"), _item(2))
+        assert len(r) == 3
+
+
+@pytest.mark.parametrize("damage", ["foreign", "other_kind", "garbage", "torn_header", "bit_flip"])
+def test_foreign_or_damaged_journal_is_rebuilt(tmp_path, damage):
+    path = tmp_path / "cam.h5"
+    partial = tmp_path / "cam.h5.partial"
+    _interrupted(path, ["0", "1"])
+    attrs, kind = {"round": 0}, "cam"
+    if damage == "foreign":
+        attrs = {"round": 1}  # e.g. another round's or configuration's shard
+    elif damage == "other_kind":
+        kind = "pseudo_mask"
+    elif damage == "garbage":
+        partial.write_bytes(b"\x00" * 100)
+    elif damage == "torn_header":
+        partial.write_bytes(partial.read_bytes()[:30])
+    elif damage == "bit_flip":  # item 1's payload: item 0 stays, item 1 is dropped
+        data = bytearray(partial.read_bytes())
+        data[-3] ^= 0xFF
+        partial.write_bytes(bytes(data))
+    with MapWriter(path, kind=kind, attrs=attrs) as w:
+        assert w.recovered == (1 if damage == "bit_flip" else 0)
+        for i in ["0", "1"]:
+            if i not in w:
+                w.put(i, _item(int(i)))
+    with MapReader(path, kind=kind, expect=attrs) as r:
+        assert sorted(r.ids()) == ["0", "1"]
+        np.testing.assert_array_equal(r.get("1"), _item(1))
+
+
+def test_resume_false_and_a_repeated_put(tmp_path):
+    path = tmp_path / "cam.h5"
+    _interrupted(path, ["0"])
+    with MapWriter(path, kind="cam", attrs={"round": 0}, resume=False) as w:
+        assert w.recovered == 0 and "0" not in w
+        w.put("1", _item(1))
+    _interrupted(path, ["0"])
+    with MapWriter(path, kind="cam", attrs={"round": 0}) as w:  # a writer that ignores `in`
+        w.put("0", np.zeros((2, 2), np.float16))  # rewriting a recovered item: the newest wins
+        with pytest.raises(StoreError, match="twice"):
+            w.put("0", _item(0))
+    with MapReader(path) as r:
+        assert r.ids() == ["0"] and not r.get("0").any()
+
+
+# Writes items 0..99 one by one, slowly; the test kills it with SIGKILL.
+KILLED_WRITER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from conta_core.store import MapWriter
+    with MapWriter(sys.argv[1], kind="cam", attrs={"round": 0}) as w:
+        for k in range(100):
+            w.put(str(k), np.random.default_rng(k).random((3, 17, 11)).astype(np.float16), classes=[k])
+            time.sleep(0.02)
+""")
+
+
+def test_kill_9_mid_shard_keeps_the_written_items(tmp_path):
+    path = tmp_path / "cam.h5"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        deadline = time.monotonic() + 60
+        while len(partial_ids(path)) < 10:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    kept = partial_ids(path)
+    assert 10 <= len(kept) < 100 and kept == [str(k) for k in range(len(kept))]
+    with MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+        assert w.recovered == len(kept)
+        for k in range(100):
+            if str(k) not in w:
+                w.put(str(k), _item(k), classes=[k])
+    with MapReader(path) as r:
+        assert len(r) == 100
+        for k in (0, len(kept) - 1, len(kept), 99):
+            np.testing.assert_array_equal(r.get(str(k)), _item(k))
+
+
+# Holds the journal of a shard (as an orphan of a killed run might) for a while, then finishes.
+HOLDER = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from conta_core.store import MapWriter
+    with MapWriter(sys.argv[1], kind="cam", attrs={"round": 0}) as w:
+        w.put("a", np.ones((2, 2)))
+        open(sys.argv[2], "w").close()
+        time.sleep(1.5)
+""")
+
+
+def test_second_writer_waits_for_the_first(tmp_path):
+    path, ready = tmp_path / "cam.h5", tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), str(ready)], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        start = time.monotonic()
+        with MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+            waited = time.monotonic() - start
+            assert path.exists()  # it went on only after the holder had finished its file...
+            assert w.recovered == 0  # ...and removed its journal
+            w.put("b", np.zeros((2, 2)))
+        assert waited > 0.5
+    finally:
+        proc.kill()
+        proc.wait()
+    with MapReader(path) as r:
+        assert r.ids() == ["b"]
+
+
+def test_readers_pickle_by_path(tmp_path):
+    for k in range(2):
+        with MapWriter(tmp_path / f"s{k}.h5", kind="m", attrs={"round": 2}) as w:
+            w.put(f"id{k}", np.full((2, 2), k), extra=np.arange(3))
+    single = MapReader(tmp_path / "s0.h5", kind="m", expect={"round": 2})
+    sharded = ShardedReader([tmp_path / "s0.h5", tmp_path / "s1.h5"], kind="m")
+    for reader in (single, sharded):
+        copy = pickle.loads(pickle.dumps(reader))
+        assert sorted(copy.ids()) == sorted(reader.ids())
+        assert copy.get("id0")[0, 0] == 0
+        np.testing.assert_array_equal(copy.item_attrs("id0")["extra"], np.arange(3))
+        copy.close()
+        reader.close()
