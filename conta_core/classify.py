@@ -7,6 +7,7 @@ the training images.
 """
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def train_classifier(index, ids: list[str], settings: dict, conta: dict, round_i
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> None:
     """A checkpoint loadable with ``weights_only=True``; written atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     torch.save({"model": model.state_dict(), "meta": meta}, tmp)
     tmp.replace(path)
 

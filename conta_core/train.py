@@ -105,8 +105,10 @@ class Checkpointing:
         """Remove the step's checkpoints once its final model is saved."""
         for _, path in ckpt.list_checkpoints(self.directory):
             path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # the folder, then empty parents (round, checkpoints)
             self.directory.rmdir()
+            self.directory.parent.rmdir()
+            self.directory.parent.parent.rmdir()
 
 
 @dataclass

@@ -32,9 +32,10 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="the step's settings as a JSON object")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the rule's threads)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--gpus", type=int, default=0,
+    p.add_argument("--gpus", type=int, default=None,
                    help="GPUs this job holds (the rule's gpu resource): claimed so that no other "
-                        "running job uses them; a scheduler's CUDA_VISIBLE_DEVICES is respected")
+                        "running job uses them; a scheduler's CUDA_VISIBLE_DEVICES is respected; "
+                        "0 hides all GPUs. Without it the visible devices are left as they are.")
     return p
 
 
@@ -62,8 +63,8 @@ def setup(args: argparse.Namespace):
     import torch
     from conta_core.devices import claim_gpus, resolve_device, set_threads
 
-    wanted = 0 if str(args.device).strip().lower() == "cpu" else max(0, args.gpus)
-    _claim = claim_gpus(wanted)
+    if args.gpus is not None:
+        _claim = claim_gpus(0 if str(args.device).strip().lower() == "cpu" else max(0, args.gpus))
     settings = args.settings
     threads = args.threads
     set_threads(threads)
@@ -75,7 +76,7 @@ def setup(args: argparse.Namespace):
     np.random.seed(seed)
     torch.manual_seed(seed)
     device = resolve_device(args.device)
-    gpus = ",".join(map(str, _claim.devices)) or "none"
+    gpus = "unclaimed" if _claim is None else ",".join(map(str, _claim.devices)) or "none"
     start = time.time()
     _log(f"start {time.strftime('%H:%M:%S')} unix={start:.3f} pid={os.getpid()} gpus={gpus} "
          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} device {device} "

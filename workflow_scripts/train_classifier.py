@@ -31,7 +31,7 @@ if __name__ == "__main__":
     checkpoint = checkpointing(args, inputs)
     model, history = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
                                       args.round, s["seed"], device, confounder,
-                                      world_size=max(1, args.gpus), checkpoint=checkpoint)
+                                      world_size=max(1, args.gpus or 1), checkpoint=checkpoint)
     save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
                                  "class_names": index.classes})
     if checkpoint is not None:

@@ -32,7 +32,7 @@ if __name__ == "__main__":
         if missing:
             raise SystemExit(f"{missing} training images have no pseudo-mask in {args.pseudo_masks}")
         model, history = train_segmenter(index, ids, masks, s["segment"], s["seed"], device, args.round,
-                                         world_size=max(1, args.gpus), checkpoint=checkpoint)
+                                         world_size=max(1, args.gpus or 1), checkpoint=checkpoint)
     save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
                                  "class_names": index.classes})
     if checkpoint is not None:
