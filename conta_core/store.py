@@ -226,6 +226,8 @@ class _Journal:
             except BlockingIOError:
                 log.warning("%s is being written by another process; waiting for it", path)
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:  # a file system without flock (some Lustre mounts): go on unlocked
+                log.debug("cannot lock %s (%s); writing without a lock", path, err)
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
