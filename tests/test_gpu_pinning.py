@@ -73,10 +73,14 @@ def test_job_count_grows_with_shards_and_rounds_not_images(tmp_path):
 
 @pytest.mark.workflow
 def test_gpu_jobs_claim_distinct_devices_and_respect_the_gpu_limit(tmp_path):
-    """4 CAM shards, 2 fake GPUs, --resources gpu=2: at most 2 at once, never on the same device."""
+    """4 CAM shards, 2 fake GPUs, --resources gpu=2: at most 2 at once, never on the same device.
+
+    Each CAM batch sleeps 2 s (CONTA_TEST_STEP_DELAY_S) so that jobs started together overlap
+    even when their imports take different times on a busy machine.
+    """
     config = tmp_path / "pin.yaml"
     config.write_text(yaml.safe_dump({"rounds": 0, "threads": 1, "shards": 4, "cam": {"batch_size": 2}}))
-    fake = env(CONTA_FAKE_GPUS="2", CONTA_GPU_LOCK_DIR=str(tmp_path / "locks"), CONTA_TEST_STEP_DELAY_S="1")
+    fake = env(CONTA_FAKE_GPUS="2", CONTA_GPU_LOCK_DIR=str(tmp_path / "locks"), CONTA_TEST_STEP_DELAY_S="2")
     targets = [f"results/tiny/round0/cam/shard{k}.h5" for k in range(4)]
     snakemake(tmp_path, str(config), "--cores", "4", "--resources", "gpu=2", environ=fake, targets=targets)
 
