@@ -12,6 +12,7 @@ and scheduling).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,9 @@ def main() -> None:
                str(workdir), "--cores", str(args.cores), *args.extra]
         print("running:", " ".join(cmd), flush=True)
         start = time.time()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        # The rules call `python`: make it this interpreter even when no venv is activated.
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         args.wall = time.time() - start
         args.report = next((workdir / "results").iterdir())
     if args.report is None:
