@@ -8,6 +8,7 @@
 
 EXPAND_METHOD = config["expand"]["method"]
 IRNET = EXPAND_METHOD == "irnet"
+EXPAND_GPUS = 1 if IRNET else 0  # irnet runs the relation network; crf is CPU only
 
 
 def expand_settings():
@@ -28,7 +29,10 @@ def expand_inputs(wildcards):
 
 
 def relation_net_arg(wildcards, input):
-    return f"--relation-net {input.relation_net} {DEVICE_ARGS}" if "relation_net" in input.keys() else ""
+    """irnet: the network, and the device and GPU claim like the other GPU rules; crf: nothing."""
+    if "relation_net" not in input.keys():
+        return ""
+    return f"--relation-net {input.relation_net} {DEVICE_ARGS} --gpus {EXPAND_GPUS}"
 
 
 rule expand:
@@ -49,7 +53,7 @@ rule expand:
     # irnet runs the relation network (GPU when there is one); crf is one CPU thread.
     threads: GPU_THREADS if IRNET else 1
     resources:
-        gpu=1 if IRNET else 0,
+        gpu=EXPAND_GPUS,
     shell:
         "{PY}/expand.py --settings {params.settings:q} --threads {threads} --index-dir {INDEX_DIR} "
         "--round {wildcards.round} --cam {input.cam} {params.relation_net} --shard {wildcards.shard} "

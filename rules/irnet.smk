@@ -61,6 +61,6 @@ rule train_relation:
     resources:
         gpu=1,
     shell:
-        "{PY}/train_relation.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} "
+        "{PY}/train_relation.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --gpus {resources.gpu} "
         "--index-dir {INDEX_DIR} --round {wildcards.round} --ir-labels {input.ir_labels} {params.classifier} "
         "--out {output} > {log} 2>&1"

@@ -144,9 +144,12 @@ def test_load_classifier_backbone(tmp_path):
 
 
 def test_crf_plan_has_no_irnet_jobs(tmp_path):
-    plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "shards=2").stdout)
+    result = snakemake(tmp_path, "-n", "-p", "--config", "shards=2")
+    plan = planned_jobs(result.stdout)
     assert plan["expand"] == 4  # 2 rounds x 2 shards
     assert "ir_label" not in plan and "train_relation" not in plan
+    expand_cmds = [line for line in result.stdout.splitlines() if "workflow_scripts/expand.py" in line]
+    assert len(expand_cmds) == 4 and not any("--relation-net" in c or "--gpus" in c for c in expand_cmds)
 
 
 def test_irnet_plan(tmp_path):
@@ -154,7 +157,8 @@ def test_irnet_plan(tmp_path):
     plan = planned_jobs(result.stdout)
     assert plan["ir_label"] == 4 and plan["train_relation"] == 2 and plan["expand"] == 4
     assert "results/tiny/round1/relation_net.pt" in result.stdout
-    assert "--relation-net results/tiny/round0/relation_net.pt --device" in result.stdout
+    assert "--relation-net results/tiny/round0/relation_net.pt --device auto --gpus 1" in result.stdout
+    assert "train_relation.py" in result.stdout and "--gpus 1" in result.stdout
 
 
 def test_bad_irnet_key_fails_at_planning(tmp_path):
