@@ -1,7 +1,5 @@
 """expand.method irnet in the workflow: relation-training data, planning, and a real tiny run."""
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 from conta_core.expand.affinity import reduce_label
 from conta_core.expand.relation_data import RelationDataset, load_classifier_backbone
 from conta_core.store import MapReader, MapWriter
+from workflow_helpers import planned_jobs, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -20,29 +19,9 @@ IRNET = ["--config", "expand={method: irnet}", "rounds=0"]
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TINY), str(TINY_IRNET), "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
-    return result
+    return run_snakemake(workdir, "--configfile", str(TINY), str(TINY_IRNET), *args, check=check)
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """Job counts from the 'Job stats' table of a dry run."""
-    counts, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-    return counts
 
 
 # --- the relation network's training data --------------------------------------

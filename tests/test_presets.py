@@ -8,10 +8,7 @@ network fails at once saying how to use a local file (the download is stubbed,
 so no test touches the network).
 """
 import copy
-import json
-import os
 import subprocess
-import sys
 import time
 import urllib.error
 from pathlib import Path
@@ -24,10 +21,10 @@ import yaml
 
 from conta_core.models import backbone as backbone_module
 from conta_core.models.backbone import WeightsError, build_resnet
+from workflow_helpers import planned_jobs, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = REPO / "presets"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 # ------------------------------------------------------------------ config merging
@@ -109,29 +106,9 @@ def test_preset_carries_the_papers_settings(name):
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-                       "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
+    return run_snakemake(workdir, *args, check=check, timeout=600)
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """Job counts from the 'Job stats' table of a dry run."""
-    counts, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def fake_voc_tree(root: Path) -> tuple[Path, Path]:

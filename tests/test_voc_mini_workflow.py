@@ -8,9 +8,7 @@
   ``dataset.on_bad_item: skip`` the run goes past indexing.
 """
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +20,10 @@ from PIL import Image
 from conta_core.data.index import DatasetIndex, build_index
 from conta_core.data.palette import save_index_png
 from conta_core.data.voc import VOC_CLASSES
+from workflow_helpers import planned_jobs, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 VOC_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_mini"
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 needs_voc_mini = pytest.mark.skipif(not VOC_MINI.is_dir(), reason=f"{VOC_MINI} is not available")
 
@@ -56,28 +54,9 @@ def snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> su
     workdir.mkdir(parents=True, exist_ok=True)
     configfile = workdir / "test_config.yaml"
     configfile.write_text(yaml.safe_dump(config))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-                       "--configfile", str(configfile), "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
-    return result
+    return run_snakemake(workdir, "--configfile", str(configfile), *args, check=check)
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    counts, in_table = {}, False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            parts = line.split()
-            if not parts or parts[0] == "total":
-                break
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-    return counts
 
 
 # ------------------------------------------------------------------ voc_mini as voc_layout
