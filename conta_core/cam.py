@@ -1,4 +1,4 @@
-"""Multi-scale, flipped CAM inference and CAM-to-label decoding.
+"""Multi-scale, flipped CAM inference (decoding CAMs into labels: :mod:`conta_core.cam_labels`).
 
 For every scale the image and its mirror go through the classifier together;
 the mirrored CAM is flipped back and added. Each scale's map is resized to the
@@ -61,19 +61,3 @@ def infer_cam(model, image: np.ndarray, class_ids: list[int], scales: list[float
     """Full-resolution CAMs of one image: float32 [K, H, W]."""
     return infer_cams(model, image[None], [class_ids], scales, flip, device,
                       None if x_m is None else x_m[None])[0]
-
-
-def same_size_batches(ids: list[str], size_of, batch_size: int) -> list[list[str]]:
-    """Group ids into batches of images of one size, keeping the original order within a size."""
-    by_size: dict[tuple[int, int], list[str]] = {}
-    for image_id in ids:
-        by_size.setdefault(tuple(size_of(image_id)), []).append(image_id)
-    return [group[i:i + batch_size] for group in by_size.values() for i in range(0, len(group), batch_size)]
-
-
-def cam_to_label(cams: np.ndarray, class_ids: list[int], bg_threshold: float) -> np.ndarray:
-    """Seed labels: argmax over [bg_threshold, CAM_1..CAM_K], mapped to class indices."""
-    height, width = cams.shape[1:]
-    scores = np.concatenate([np.full((1, height, width), bg_threshold, np.float32), cams])
-    lookup = np.array([0] + list(class_ids), dtype=np.uint8)
-    return lookup[scores.argmax(axis=0)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .conta import class_prior
+from .confounder import class_prior
 from .data.datasets import ClassificationDataset
 from .models.backbone import build_resnet
 from .models.classifier import CamClassifier, multilabel_soft_margin, parse_blocks

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cam import cam_to_label
+from .cam_labels import cam_to_label
 from .metrics import ConfusionMatrix, iou_table
 
 STEPS = ("cam", "pseudo_mask", "seg")

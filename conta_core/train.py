@@ -233,9 +233,10 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             if end_of_epoch:
                 history.append(total / per_epoch)
                 if main:
-                    print(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
-                          f"loss {history[-1]:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
-                          f"{time.time() - start:.1f}s", file=sys.stderr, flush=True)
+                    # tqdm.write: the line lands on a line of its own, not glued to the bar.
+                    tqdm.write(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
+                               f"loss {history[-1]:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
+                               f"{time.time() - start:.1f}s", file=sys.stderr)
             if (checkpoint is not None and checkpoint.every > 0 and iteration % checkpoint.every == 0
                     and iteration < max_iters and main):
                 path = ckpt.save_training_state(

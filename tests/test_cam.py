@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from conta_core.cam import cam_to_label, infer_cam, infer_cams, normalise_by_max, same_size_batches
+from conta_core.cam import infer_cam, infer_cams, normalise_by_max
+from conta_core.cam_labels import cam_to_label, same_size_batches
 from conta_core.models.backbone import build_resnet
 from conta_core.models.classifier import CamClassifier
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conta_core.classify import build_classifier
-from conta_core.conta import ContextAdjustment, build_confounder, class_prior, reduce_foreground
+from conta_core.confounder import build_confounder, class_prior, reduce_foreground, reduce_map
+from conta_core.conta import ContextAdjustment
 from conta_core.models.backbone import build_resnet
 from conta_core.models.classifier import CamClassifier, identity_fusion, multilabel_soft_margin
 
@@ -68,6 +69,16 @@ def test_confounder_hand_built_two_images():
     np.testing.assert_allclose(conf[1], [[0.0, 0.0], [0.0, 1.0]])
     np.testing.assert_array_equal(conf[2], np.zeros((2, 2)))        # never seen: zeros, not NaN
     np.testing.assert_allclose(reduce_foreground(m2, (2, 2)), [[1.0, 1.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("shape,size", [((96, 96), (16, 16)), ((375, 500), (16, 16)), ((37, 53), (7, 5)),
+                                        ((10, 12), (16, 16)), ((5, 5), (1, 1))])
+def test_reduce_map_equals_adaptive_average_pooling(shape, size):
+    # The confounder job reduces masks with numpy; torch's adaptive pooling is the reference.
+    binary = np.random.default_rng(sum(shape)).random(shape) > 0.6
+    expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(binary.astype(np.float32))[None, None],
+                                                       size)[0, 0].numpy()
+    np.testing.assert_allclose(reduce_map(binary, size), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_labelled_class_absent_from_mask_counts_as_zero_map():

@@ -50,36 +50,40 @@ def _log(message: str) -> None:
     print(f"[{os.path.basename(sys.argv[0])}] {message}", file=sys.stderr, flush=True)
 
 
-def setup(args: argparse.Namespace):
+def setup(args: argparse.Namespace, *, uses_torch: bool = True):
     """GPU claim, threads, seeds and determinism from the arguments; returns the torch device.
 
     The GPU claim comes first, before anything initialises CUDA: it sets
     CUDA_VISIBLE_DEVICES to the job's devices (see conta_core.devices.claim_gpus).
+    A CPU-only step passes ``uses_torch=False``: torch is then never imported
+    (2-3 s per job) and the returned device is None.
     """
     global _claim
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(name)s] %(levelname)s %(message)s")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    import torch
-    from conta_core.devices import claim_gpus, resolve_device, set_threads
-
-    if args.gpus is not None:
-        _claim = claim_gpus(0 if str(args.device).strip().lower() == "cpu" else max(0, args.gpus))
     settings = args.settings
     threads = args.threads
-    set_threads(threads)
-    # Same inputs, same numbers: a resumed run must reproduce the uninterrupted one.
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
     seed = int(settings.get("seed", 0))
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
-    device = resolve_device(args.device)
+    device = None
+    if uses_torch:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        import torch
+        from conta_core.devices import claim_gpus, resolve_device, set_threads
+
+        if args.gpus is not None:
+            _claim = claim_gpus(0 if str(args.device).strip().lower() == "cpu" else max(0, args.gpus))
+        set_threads(threads)
+        # Same inputs, same numbers: a resumed run must reproduce the uninterrupted one.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.manual_seed(seed)
+        device = resolve_device(args.device)
     gpus = "unclaimed" if _claim is None else ",".join(map(str, _claim.devices)) or "none"
     start = time.time()
     _log(f"start {time.strftime('%H:%M:%S')} unix={start:.3f} pid={os.getpid()} gpus={gpus} "
-         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} device {device} "
+         f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} device {device or 'none (CPU step)'} "
          f"threads {threads} seed {seed}")
     atexit.register(lambda: _log(f"end {time.strftime('%H:%M:%S')} unix={time.time():.3f} "
                                  f"({time.time() - start:.1f}s)"))

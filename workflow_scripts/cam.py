@@ -7,7 +7,8 @@ from tqdm import tqdm
 
 from _common import parser, provenance, setup, shard_ids, step_delay
 
-from conta_core.cam import infer_cams, same_size_batches
+from conta_core.cam import infer_cams
+from conta_core.cam_labels import same_size_batches
 from conta_core.classify import ConfounderInputs, build_classifier, load_model, uses_context
 from conta_core.data.index import DatasetIndex
 from conta_core.store import MapWriter

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from _common import parser, provenance, setup
 
-from conta_core.conta import build_confounder, reduce_foreground
+from conta_core.confounder import build_confounder, reduce_foreground
 from conta_core.data.index import DatasetIndex
 from conta_core.store import MapWriter, ShardedReader
 
@@ -16,7 +16,7 @@ if __name__ == "__main__":
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
-    setup(args)
+    setup(args, uses_torch=False)
     index = DatasetIndex.load(args.index_dir)
     source = s["confounder"]["source"]
     kind = {"seg_mask": "seg_pred", "pseudo_mask": "pseudo_mask"}[source]

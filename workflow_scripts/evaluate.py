@@ -18,7 +18,7 @@ if __name__ == "__main__":
     p.add_argument("--out-per-class", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
-    setup(args)
+    setup(args, uses_torch=False)
     index = DatasetIndex.load(args.index_dir)
     expect = {"class_names": index.classes, "round": args.round}
     with ShardedReader(args.cams, kind="cam", expect=expect) as cams, \

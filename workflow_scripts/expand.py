@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from _common import parser, provenance, setup, shard_ids
 
-from conta_core.cam import same_size_batches
+from conta_core.cam_labels import same_size_batches
 from conta_core.data.index import DatasetIndex
 from conta_core.store import MapReader, MapWriter
 
@@ -64,9 +64,9 @@ if __name__ == "__main__":
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
-    device = setup(args)
-    index = DatasetIndex.load(args.index_dir)
     method = s["expand"]["method"]
+    device = setup(args, uses_torch=method != "crf")  # the CRF is numpy and pydensecrf only
+    index = DatasetIndex.load(args.index_dir)
     if method == "crf":
         expand, batch_size = crf_expander(s)
     elif method == "irnet":

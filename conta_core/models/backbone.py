@@ -7,7 +7,9 @@ widths so heads and the CONTA fusion layers can be sized without a dry run.
 
 Weights: ``"none"`` (random init, used by tests and the CPU demo),
 ``"imagenet"`` (torchvision's weights API; needs network once) or a path to a
-local checkpoint loaded with ``weights_only=True``.
+local checkpoint loaded with ``weights_only=True``. The layers themselves are
+built by :mod:`.resnet` in torchvision's layout (importing torchvision costs
+seconds per job; it is imported only to fetch ImageNet weights).
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
-import torchvision
 
-DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
+from .resnet import BLOCKS_PER_STAGE, build_stages, build_stem, init_like_torchvision
+
 _WEIGHTS_ENUM = {18: "ResNet18_Weights", 34: "ResNet34_Weights", 50: "ResNet50_Weights",
                  101: "ResNet101_Weights"}
 
@@ -41,28 +43,19 @@ class ResNetBackbone(nn.Module):
     def __init__(self, depth: int = 50, output_stride: int = 16, freeze_bn: bool = True,
                  freeze_conv1: bool = True):
         super().__init__()
-        if depth not in DEPTHS:
-            raise ValueError(f"backbone depth must be one of {sorted(DEPTHS)}, got {depth}")
-        net = getattr(torchvision.models, DEPTHS[depth])(weights=None)
-        dilation = 1
-        for layer, stride in zip((net.layer2, net.layer3, net.layer4), _strides_for(output_stride)[1:]):
-            if stride == 1:
-                # Trade the stage's stride for dilation (DeepLab's atrous convolution).
-                dilation *= 2
-                _set_stride(layer[0], 1)
-            for block in layer:
-                _set_dilation(block, dilation)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if depth not in BLOCKS_PER_STAGE:
+            raise ValueError(f"backbone depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}")
+        # A stage that gives up its stride is dilated instead (DeepLab's atrous convolution).
+        self.stem = build_stem()
+        self.layer1, self.layer2, self.layer3, self.layer4 = build_stages(depth, _strides_for(output_stride))
+        init_like_torchvision(self)
         expansion = 4 if depth >= 50 else 1
         self.stage_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         self.output_stride = output_stride
         self.depth = depth
         self.freeze_bn = freeze_bn
         if freeze_conv1:
-            for p in net.conv1.parameters():
-                p.requires_grad_(False)
-            for p in net.bn1.parameters():
+            for p in [*self.stem[0].parameters(), *self.stem[1].parameters()]:
                 p.requires_grad_(False)
         if freeze_bn:
             for m in self.modules():
@@ -91,22 +84,6 @@ class ResNetBackbone(nn.Module):
         return outs
 
 
-def _set_stride(block: nn.Module, stride: int) -> None:
-    conv = block.conv2 if hasattr(block, "conv3") else block.conv1
-    conv.stride = (stride, stride)
-    if block.downsample is not None:
-        block.downsample[0].stride = (stride, stride)
-
-
-def _set_dilation(block: nn.Module, dilation: int) -> None:
-    if dilation == 1:
-        return
-    convs = [block.conv2] if hasattr(block, "conv3") else [block.conv1, block.conv2]
-    for conv in convs:
-        conv.dilation = (dilation, dilation)
-        conv.padding = (dilation, dilation)
-
-
 def build_resnet(depth: int, output_stride: int, weights: str = "none", freeze_bn: bool = True,
                  freeze_conv1: bool = True) -> ResNetBackbone:
     backbone = ResNetBackbone(depth, output_stride, freeze_bn, freeze_conv1)
@@ -126,6 +103,8 @@ def load_backbone_weights(backbone: ResNetBackbone, depth: int, weights: str) ->
     if weights in (None, "none"):
         return
     if weights == "imagenet":
+        import torchvision
+
         enum = getattr(torchvision.models, _WEIGHTS_ENUM[depth]).IMAGENET1K_V1
         try:
             state = enum.get_state_dict(progress=False)

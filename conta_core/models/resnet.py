@@ -1,0 +1,111 @@
+"""ResNet stages in torchvision's layout, without importing torchvision.
+
+Importing torchvision pulls in torch._dynamo (and triton where installed)
+through its detection ops: about 2.6 s per process on a 2-core machine, paid by
+every classifier, CAM, segmenter and prediction job of every round. The
+backbone needs only the residual stages, so they are built here with
+torchvision's module names, shapes and initialisation: a torchvision ResNet
+state dict loads unchanged, and tests check the outputs against torchvision's
+own network.
+
+Strides and dilations are set per stage, DeepLab style: a stage that gives up
+its stride dilates every one of its blocks (including the first) by the
+accumulated factor.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def _conv3x3(in_channels: int, out_channels: int, stride: int, dilation: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
+                     bias=False)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, width: int, stride: int, dilation: int):
+        super().__init__()
+        self.conv1 = _conv3x3(in_channels, width, stride, dilation)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, 1, dilation)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, width, stride)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carries the stride: ResNet v1.5), 1x1 expand (ResNet-50/101)."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int, dilation: int):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, stride, dilation)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, out_channels, stride)
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+BLOCKS_PER_STAGE = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
+                    50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+
+def build_stem() -> nn.Sequential:
+    """conv1 (7x7, stride 2), bn1, ReLU, 3x3 max-pool (stride 2): torchvision's stem."""
+    return nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
+
+
+def build_stages(depth: int, strides: tuple[int, int, int, int]) -> list[nn.Sequential]:
+    """layer1..layer4 with the given strides; a stride of 1 after layer1 becomes dilation."""
+    block, counts = BLOCKS_PER_STAGE[depth]
+    stages, in_channels, dilation = [], 64, 1
+    for index, (width, count, stride) in enumerate(zip(STAGE_WIDTHS, counts, strides)):
+        if index > 0 and stride == 1:
+            dilation *= 2
+        blocks = []
+        for position in range(count):
+            blocks.append(block(in_channels, width, stride if position == 0 else 1, dilation))
+            in_channels = width * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
+def init_like_torchvision(module: nn.Module) -> None:
+    """He-normal (fan-out) convolutions, unit-scale zero-shift BatchNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
