@@ -81,6 +81,17 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def use_deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of
+    torch._inductor (1.7 s per job on 2 cores), which only sets the flag for torch.compile;
+    this package never compiles. Falls back to the public call if torch drops the setter."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def default_lock_dir() -> Path:
     """``$CONTA_GPU_LOCK_DIR``, else a per-user folder in /tmp shared by all jobs."""
     env = os.environ.get("CONTA_GPU_LOCK_DIR")

@@ -175,3 +175,40 @@ def test_set_threads(monkeypatch):
 def test_default_lock_dir(monkeypatch):
     monkeypatch.delenv("CONTA_GPU_LOCK_DIR", raising=False)
     assert devices.default_lock_dir() == Path(f"/tmp/conta-gpu-locks-{os.getuid()}")
+
+
+def _setup_in_subprocess(script_imports: str, uses_torch: bool) -> dict:
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, 'workflow_scripts')
+        import _common
+        {script_imports}
+        args = _common.parser('x').parse_args(['--settings', '{{"seed": 3}}', '--device', 'cpu'])
+        device = _common.setup(args, uses_torch={uses_torch})
+        report = {{"device": str(device), "modules": sorted(m for m in sys.modules if m.split('.')[0]
+                                                             in ('torch', 'torchvision'))}}
+        if 'torch' in sys.modules:
+            import torch
+            report["deterministic"] = torch.are_deterministic_algorithms_enabled()
+            report["warn_only"] = torch.is_deterministic_algorithms_warn_only_enabled()
+        print(json.dumps(report))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    import json
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_torch_steps_are_deterministic_without_loading_compilers():
+    # Each of these imports costs seconds per job (torchvision pulls torch._dynamo).
+    report = _setup_in_subprocess("import conta_core.classify, conta_core.segment, conta_core.cam", True)
+    assert report["device"] == "cpu"
+    assert report["deterministic"] is True and report["warn_only"] is True
+    assert not [m for m in report["modules"] if m.startswith(("torchvision", "torch._dynamo", "torch._inductor"))]
+
+
+def test_cpu_steps_never_import_torch():
+    imports = ("import conta_core.evaluate, conta_core.confounder, conta_core.expand.crf, "
+               "conta_core.cam_labels, conta_core.data.index, conta_core.store")
+    report = _setup_in_subprocess(imports, False)
+    assert report == {"device": "None", "modules": []}

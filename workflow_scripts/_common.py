@@ -70,13 +70,13 @@ def setup(args: argparse.Namespace, *, uses_torch: bool = True):
     if uses_torch:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
         import torch
-        from conta_core.devices import claim_gpus, resolve_device, set_threads
+        from conta_core.devices import claim_gpus, resolve_device, set_threads, use_deterministic_algorithms
 
         if args.gpus is not None:
             _claim = claim_gpus(0 if str(args.device).strip().lower() == "cpu" else max(0, args.gpus))
         set_threads(threads)
         # Same inputs, same numbers: a resumed run must reproduce the uninterrupted one.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        use_deterministic_algorithms()
         torch.backends.cudnn.benchmark = False
         torch.manual_seed(seed)
         device = resolve_device(args.device)
