@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .cam_labels import same_size_batches
 from .crf import dense_crf
 from .data.datasets import SegmentationDataset, to_tensor
 from .models.backbone import build_resnet
@@ -78,19 +79,26 @@ def train_segmenter(index, ids: list[str], masks, settings: dict, seed: int, dev
 
 
 @torch.no_grad()
-def predict_mask(model: DeepLabV2, image: np.ndarray, device: torch.device, crf: bool) -> np.ndarray:
-    logits = model.predict(to_tensor(image)[None].to(device))[0]
+def predict_masks(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool) -> list[np.ndarray]:
+    """uint8 [H, W] masks of same-sized images, predicted in one pass."""
+    logits = model.predict(torch.stack([to_tensor(image) for image in images]).to(device))
     if not crf:
-        return logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
-    probs = torch.softmax(logits, dim=0).cpu().numpy()
-    return dense_crf(image, probs).argmax(axis=0).astype(np.uint8)
+        return list(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+    probs = torch.softmax(logits, dim=1).cpu().numpy()
+    return [dense_crf(image, p).argmax(axis=0).astype(np.uint8) for image, p in zip(images, probs)]
 
 
-def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device, crf: bool, writer) -> None:
-    """Predict ``ids`` into ``writer``, skipping images it already holds (a resumed shard)."""
+def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device, crf: bool, writer,
+                  batch_size: int) -> None:
+    """Predict ``ids`` into ``writer`` in batches of same-sized images, skipping images it
+    already holds (a resumed shard)."""
     model.to(device).eval()
     todo = [i for i in ids if i not in writer]
     if len(todo) < len(ids):
         print(f"predict: {len(ids) - len(todo)} of {len(ids)} images already written", file=sys.stderr, flush=True)
-    for image_id in tqdm(todo, desc="predict", file=sys.stderr, mininterval=5.0):
-        writer.put(image_id, predict_mask(model, index.read_image(image_id), device, crf))
+    progress = tqdm(total=len(todo), desc="predict", file=sys.stderr, mininterval=5.0)
+    for batch in same_size_batches(todo, index.size, batch_size):
+        for image_id, mask in zip(batch, predict_masks(model, [index.read_image(i) for i in batch], device, crf)):
+            writer.put(image_id, mask)
+        progress.update(len(batch))
+    progress.close()

@@ -50,8 +50,9 @@ rule expand:
         f"{LOGS}/round{{round}}/expand_shard{{shard}}.log",
     benchmark:
         f"{BENCH}/round{{round}}/expand_shard{{shard}}.tsv"
-    # irnet runs the relation network (GPU when there is one); crf is one CPU thread.
-    threads: GPU_THREADS if IRNET else 1
+    # irnet runs the relation network (GPU when there is one); crf spreads its images over
+    # one worker process per thread.
+    threads: GPU_THREADS
     resources:
         gpu=EXPAND_GPUS,
     shell:

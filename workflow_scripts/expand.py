@@ -1,5 +1,6 @@
 """Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method: crf | irnet)."""
 import sys
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -8,20 +9,23 @@ from _common import parser, provenance, setup, shard_ids
 
 from conta_core.cam_labels import same_size_batches
 from conta_core.data.index import DatasetIndex
+from conta_core.parallel import ProcessMap
 from conta_core.store import MapReader, MapWriter
 
+CRF_BATCH = 32  # images handed to the CRF workers at once (and written together)
 
-def crf_expander(s):
-    """expand(images, cams, classes) -> masks, one dense CRF per image."""
+
+def crf_expander(s, workers: ProcessMap):
+    """expand(images, cams, classes) -> masks, one dense CRF per image, spread over the workers."""
     from conta_core.expand.crf import expand_crf
 
     crf = dict(s["expand"]["crf"])
     bg_threshold, bg_power = crf.pop("bg_threshold"), crf.pop("bg_power")
+    expand_one = partial(expand_crf, bg_threshold=bg_threshold, bg_power=bg_power, crf=crf)
 
     def expand(images, cams, classes):
-        return [expand_crf(image, cam, cls, bg_threshold=bg_threshold, bg_power=bg_power, crf=crf)
-                for image, cam, cls in zip(images, cams, classes)]
-    return expand, 1
+        return workers(expand_one, images, cams, classes)
+    return expand, CRF_BATCH
 
 
 def irnet_expander(s, relation_net: Path, device, round_index: int):
@@ -67,25 +71,30 @@ if __name__ == "__main__":
     method = s["expand"]["method"]
     device = setup(args, uses_torch=method != "crf")  # the CRF is numpy and pydensecrf only
     index = DatasetIndex.load(args.index_dir)
-    if method == "crf":
-        expand, batch_size = crf_expander(s)
-    elif method == "irnet":
-        if args.relation_net is None:
-            raise SystemExit("expand.method irnet needs --relation-net (the round's relation_net.pt)")
-        expand, batch_size = irnet_expander(s, args.relation_net, device, args.round)
-    else:
-        raise SystemExit(f"expand.method {method!r} is not available in this step")
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("expand", args.round, s, index.classes, method=method, shard=args.shard, shards=s["shards"])
     with MapReader(args.cam, kind="cam", expect={"class_names": index.classes, "round": args.round,
                                                   "shard": args.shard, "shards": s["shards"]}) as cams, \
-            MapWriter(args.out, kind="pseudo_mask", attrs=attrs) as writer:
+            MapWriter(args.out, kind="pseudo_mask", attrs=attrs) as writer, \
+            ProcessMap(args.threads if method == "crf" else 1) as workers:
         if set(cams.ids()) != set(ids):
             raise SystemExit(f"{args.cam} holds {len(cams)} images, shard {args.shard}/{s['shards']} of "
                              f"{s['train_split']} has {len(ids)}: the CAM file is stale")
-        progress = tqdm(total=len(ids), desc=f"expand ({method}) shard {args.shard}", file=sys.stderr,
+        if method == "crf":
+            expand, batch_size = crf_expander(s, workers)
+        elif method == "irnet":
+            if args.relation_net is None:
+                raise SystemExit("expand.method irnet needs --relation-net (the round's relation_net.pt)")
+            expand, batch_size = irnet_expander(s, args.relation_net, device, args.round)
+        else:
+            raise SystemExit(f"expand.method {method!r} is not available in this step")
+        # A resumed shard keeps the pseudo-masks its killed run wrote.
+        todo = [i for i in ids if i not in writer]
+        if len(todo) < len(ids):
+            print(f"expand: {len(ids) - len(todo)} of {len(ids)} images already written", file=sys.stderr)
+        progress = tqdm(total=len(todo), desc=f"expand ({method}) shard {args.shard}", file=sys.stderr,
                         mininterval=5.0)
-        for batch in same_size_batches(ids, index.size, batch_size):
+        for batch in same_size_batches(todo, index.size, batch_size):
             classes = [[int(c) for c in cams.item_attrs(i)["classes"]] for i in batch]
             masks = expand([index.read_image(i) for i in batch], [cams.get(i).astype("float32") for i in batch],
                            classes)

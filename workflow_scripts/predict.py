@@ -26,4 +26,5 @@ if __name__ == "__main__":
     attrs = provenance("predict", args.round, s, index.classes, split=args.split, shard=args.shard)
     with MapWriter(args.out, kind="seg_pred", attrs=attrs) as writer:
         # A resumed shard keeps the masks its killed run wrote (predict_split skips them).
-        predict_split(model, index, ids, device, s["segment"]["crf"], writer)
+        predict_split(model, index, ids, device, s["segment"]["crf"], writer,
+                      s["segment"]["predict_batch_size"])
