@@ -27,3 +27,19 @@ def test_table1_rows_and_seed_statistics():
     assert q1_row["seg_miou"] == pytest.approx(30.0)      # the last round of each seed: 29 and 31
     assert table.set_index("setting").loc["(Q3) Block-5", "pseudo_mask_miou"] == pytest.approx(25.0)
     assert "11.0 ± 1.0" in ablations.markdown(table)
+
+
+def test_per_class_over_seeds():
+    columns = ["round", "step", "class", "iou", "gt_pixels", "pred_pixels"]
+    seed0 = pd.DataFrame([[0, "cam", "rider", 10.0, 5, 5], [1, "cam", "rider", 14.0, 5, 5],
+                          [0, "seg", "rider", 20.0, 5, 5]], columns=columns)
+    seed1 = pd.DataFrame([[0, "cam", "rider", 12.0, 5, 5], [1, "cam", "rider", 18.0, 5, 5],
+                          [0, "seg", "rider", 30.0, 5, 5]], columns=columns)
+    table = ablations.per_class_over_seeds([seed0, seed1]).set_index(["step", "class", "round"])
+    assert table.loc[("cam", "rider", 1), "iou"] == pytest.approx(16.0)
+    assert table.loc[("cam", "rider", 1), "iou_std"] == pytest.approx(2.0)
+    assert table.loc[("seg", "rider", 0), "iou"] == pytest.approx(25.0)
+    assert table.loc[("seg", "rider", 0), "seeds"] == 2
+    text = ablations.per_class_markdown(table.reset_index())
+    assert "### cam" in text and "| rider | 11.0 ± 1.0 | 16.0 ± 2.0 |" in text
+    assert "| rider | 25.0 ± 5.0 |  |" in text  # seg has no round 1 here: an empty cell

@@ -130,6 +130,23 @@ def test_adjusted_classifier_starts_as_the_baseline_and_trains_w1_w2(block):
     assert adjusted.context.w2.weight.grad.abs().sum() > 0
 
 
+def test_fusion_trains_at_the_backbone_rate_and_eq3_at_the_new_layer_rate():
+    class Conf:
+        confounder = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
+        counts = np.array([2, 3, 1])
+        reader = None
+
+    conta = {"mode": "adjust", "block": "dense", "map_size": [4, 4], "prior": "uniform"}
+    model = build_classifier(CLASSIFIER, 4, conta, 1, Conf())
+    backbone, new = ({id(p) for p in group} for group in model.param_groups())
+    for fusion in model.fusion.values():
+        assert id(fusion.weight) in backbone and id(fusion.bias) in backbone
+    for param in (model.context.w1.weight, model.context.w2.weight, model.classifier.weight):
+        assert id(param) in new
+    assert not backbone & new
+    assert len(backbone) + len(new) == len([p for p in model.parameters() if p.requires_grad])
+
+
 def test_mode_off_builds_the_baseline_classifier_in_every_round():
     conta = {"mode": "off", "block": 5, "map_size": [4, 4], "prior": "uniform"}
     torch.manual_seed(3)

@@ -5,7 +5,8 @@
 
 Each setting is one Snakemake run with ``--config`` overrides into its own
 ``results/<prefix>_<setting>_s<seed>`` folder (so reruns resume and settings never share
-files). The combined table is written to ``results/<prefix>_table1.md`` and ``.csv``:
+files). The combined table is written to ``results/<prefix>_table1.md`` and ``.csv``
+(and the default setting's per-class IoU over seeds to ``results/<prefix>_per_class.md``):
 rows as in the paper (Baseline, Q1, Q2 rounds, Q3 blocks, Q4 confounder source),
 columns CAM / Pseudo-Mask / Seg. Mask mIoU, as mean +- std over the seeds.
 
@@ -77,6 +78,28 @@ def table1(results: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_class_over_seeds(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-class IoU of each step and round (rows of per_class.csv), mean and std over the seeds."""
+    rows = pd.concat(frames)
+    grouped = rows.groupby(["step", "class", "round"], sort=False)["iou"]
+    table = grouped.agg(iou="mean", iou_std=lambda v: v.std(ddof=0), seeds="count").reset_index()
+    return table
+
+
+def per_class_markdown(table: pd.DataFrame) -> str:
+    """One table per step: a row per class, a column per round (mean ± std over seeds)."""
+    rounds = sorted(table["round"].unique())
+    parts = ["Per-class IoU (%) of the default setting, mean ± std over seeds.\n"]
+    for step, rows in table.groupby("step", sort=False):
+        lines = [f"### {step}", "", "| class | " + " | ".join(f"round {r}" for r in rounds) + " |",
+                 "|---|" + "---:|" * len(rounds)]
+        for name, by_class in rows.groupby("class", sort=False):
+            cells = {r["round"]: f"{r['iou']:.1f} ± {r['iou_std']:.1f}" for _, r in by_class.iterrows()}
+            lines.append(f"| {name} | " + " | ".join(cells.get(r, "") for r in rounds) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
 def markdown(table: pd.DataFrame) -> str:
     lines = ["| Setting | CAM | Pseudo-Mask | Seg. Mask | seeds |", "|---|---:|---:|---:|---:|"]
     for _, row in table.iterrows():
@@ -100,17 +123,24 @@ def main() -> None:
         parser.error(f"unknown ablation group(s) {unknown}; choose from {sorted(GROUPS)}")
     names = ["default"] + [n for g in groups for n in GROUPS[g]]
     results: dict[str, list[pd.DataFrame]] = {}
+    default_per_class: list[pd.DataFrame] = []
     for name in names:
         for seed in args.seeds:
             path = run_setting(name, seed, args.prefix, args.cores, args.extra, args.dry_run)
             if not args.dry_run:
                 results.setdefault(name, []).append(pd.read_csv(path))
+                if name == "default":
+                    default_per_class.append(pd.read_csv(path.with_name("per_class.csv")))
     if args.dry_run:
         return
     table = table1(results)
     out = Path("results") / f"{args.prefix}_table1"
     table.to_csv(out.with_suffix(".csv"), index=False, float_format="%.2f")
     out.with_suffix(".md").write_text(markdown(table))
+    per_class = per_class_over_seeds(default_per_class)
+    out = Path("results") / f"{args.prefix}_per_class"
+    per_class.to_csv(out.with_suffix(".csv"), index=False, float_format="%.2f")
+    out.with_suffix(".md").write_text(per_class_markdown(per_class))
     print(markdown(table))
 
 

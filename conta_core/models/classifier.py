@@ -122,9 +122,16 @@ class CamClassifier(nn.Module):
         return F.relu(self.classifier(self.features(images, x_m, view)))
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(pretrained backbone parameters, new layers) for the 1x / 10x learning rates."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        ids = {id(p) for p in self.backbone.parameters()}
+        """(backbone parameters, new layers) for the 1x / 10x learning rates.
+
+        The [X, M] fusions count as backbone: they are spliced into it and start as
+        its identity. At the new-layer rate (10x; 1e-2 with the demo's AdamW, whose
+        steps do not shrink with the gradient) their C x (C+1) weights are rewritten
+        within a few dozen steps, which is the disturbance the identity start avoids.
+        """
+        fusion = [p for p in self.fusion.parameters() if p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad] + fusion
+        ids = {id(p) for p in backbone}
         new = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         return backbone, new
 
