@@ -51,4 +51,6 @@ rule all:
         f"{RESULTS}/miou_over_rounds.png",
         # Every round's artifacts are products too: a deleted one is rebuilt, with what depends on it.
         [shard_files(t, step) for t in ROUNDS for step in ("cam", "pseudo_mask", f"seg_pred/{TRAIN_SPLIT}")],
+        # IRNet's intermediate products likewise (a deleted relation network is retrained).
+        [shard_files(t, "ir_label") + [f"{RESULTS}/round{t}/relation_net.pt"] for t in ROUNDS] if IRNET else [],
     default_target: True

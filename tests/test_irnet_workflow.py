@@ -179,3 +179,7 @@ def test_tiny_irnet_run(tmp_path):
     plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "expand={method: irnet, irnet: {walk: {beta: 5}}}",
                                   "rounds=0").stdout)
     assert plan.get("expand") == 1 and "train_relation" not in plan and "ir_label" not in plan
+    # A deleted relation network is a missing product of the run: it is retrained, and the walk redone.
+    (round0 / "relation_net.pt").unlink()
+    plan = planned_jobs(snakemake(tmp_path, "-n", *IRNET).stdout)
+    assert plan.get("train_relation") == 1 and plan.get("expand") == 1 and "ir_label" not in plan
