@@ -113,7 +113,11 @@ def test_ddp_segmenter_matches_single_process(tiny):
     torch.set_num_threads(1)
     single = train_job(build, s, torch.device("cpu"), "single")
     ddp = train_job(build, s, torch.device("cpu"), "ddp", world_size=2)
-    _assert_same_training(single, ddp, build(_single_ctx()).model.state_dict(), atol=1e-5)
+    # 1e-4: the losses are means over thousands of pixels summed in another order under DDP,
+    # and this random-init, frozen-BN net spikes to a loss of ~100 at step 2, which amplifies
+    # that rounding to 1.5e-5..2.5e-5 relative by step 6 (measured). A per-rank normalisation
+    # (the bug this guards against) differs by 1.3e-4 at step 0 and 4e-3..7e-3 at steps 1-2.
+    _assert_same_training(single, ddp, build(_single_ctx()).model.state_dict(), atol=1e-4)
 
 
 def test_batch_must_split_evenly(tiny):
