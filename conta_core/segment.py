@@ -93,9 +93,7 @@ def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device,
     """Predict ``ids`` into ``writer`` in batches of same-sized images, skipping images it
     already holds (a resumed shard)."""
     model.to(device).eval()
-    todo = [i for i in ids if i not in writer]
-    if len(todo) < len(ids):
-        print(f"predict: {len(ids) - len(todo)} of {len(ids)} images already written", file=sys.stderr, flush=True)
+    todo = writer.pending(ids)
     progress = tqdm(total=len(todo), desc="predict", file=sys.stderr, mininterval=5.0)
     for batch in same_size_batches(todo, index.size, batch_size):
         for image_id, mask in zip(batch, predict_masks(model, [index.read_image(i) for i in batch], device, crf)):

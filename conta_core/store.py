@@ -142,6 +142,13 @@ class MapWriter:
     def done_ids(self) -> set[str]:
         return set(self._items)
 
+    def pending(self, ids: list[str]) -> list[str]:
+        """``ids`` not yet written, in order: what a resumed shard still has to compute."""
+        todo = [i for i in ids if i not in self._items]
+        if len(todo) < len(ids):
+            log.info("%s: %d of %d images already written", self.path, len(ids) - len(todo), len(ids))
+        return todo
+
     def put(self, image_id: str, array: np.ndarray, **item_attrs: Any) -> None:
         if image_id in self._this_session:
             raise StoreError(f"{self.path}: image id {image_id!r} written twice")

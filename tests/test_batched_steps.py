@@ -27,6 +27,9 @@ class DictWriter(dict):
     def put(self, image_id, array):
         self[image_id] = array
 
+    def pending(self, ids):
+        return [i for i in ids if i not in self]
+
 
 def test_batched_prediction_equals_one_image_at_a_time():
     rng = np.random.default_rng(0)

@@ -82,8 +82,7 @@ def per_class_over_seeds(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Per-class IoU of each step and round (rows of per_class.csv), mean and std over the seeds."""
     rows = pd.concat(frames)
     grouped = rows.groupby(["step", "class", "round"], sort=False)["iou"]
-    table = grouped.agg(iou="mean", iou_std=lambda v: v.std(ddof=0), seeds="count").reset_index()
-    return table
+    return grouped.agg(iou="mean", iou_std=lambda v: v.std(ddof=0), seeds="count").reset_index()
 
 
 def per_class_markdown(table: pd.DataFrame) -> str:

@@ -88,10 +88,7 @@ if __name__ == "__main__":
             expand, batch_size = irnet_expander(s, args.relation_net, device, args.round)
         else:
             raise SystemExit(f"expand.method {method!r} is not available in this step")
-        # A resumed shard keeps the pseudo-masks its killed run wrote.
-        todo = [i for i in ids if i not in writer]
-        if len(todo) < len(ids):
-            print(f"expand: {len(ids) - len(todo)} of {len(ids)} images already written", file=sys.stderr)
+        todo = writer.pending(ids)  # a resumed shard keeps the pseudo-masks its killed run wrote
         progress = tqdm(total=len(todo), desc=f"expand ({method}) shard {args.shard}", file=sys.stderr,
                         mininterval=5.0)
         for batch in same_size_batches(todo, index.size, batch_size):
