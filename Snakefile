@@ -8,28 +8,31 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
+import sys
+
+import yaml
+
+# The workflow's own folder (also when it is used as a module from another Snakefile,
+# where workflow.basedir is the other workflow's folder).
+WORKFLOW_DIR = workflow.current_basedir.get_path_or_uri(secret_free=True)
+sys.path.insert(0, f"{WORKFLOW_DIR}/rules")  # the rules' Python helpers (rules/*.py)
+from conta_config import apply_cli_types, restore_file_strings
+
+
 # The repository's config.yaml is the default, also when --directory points elsewhere;
 # --configfile / --config are merged over it.
-configfile: f"{workflow.basedir}/config.yaml"
+configfile: f"{WORKFLOW_DIR}/config.yaml"
 
 
-def typed_overrides(value):
-    """`--config 'section={key: 2}'` arrives as strings (YAML BaseLoader); give nested scalars their YAML type."""
-    import yaml
-
-    if isinstance(value, dict):
-        return {k: typed_overrides(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [typed_overrides(v) for v in value]
-    if isinstance(value, str):
-        parsed = yaml.safe_load(value) if value.strip() else value
-        return parsed if isinstance(parsed, (bool, int, float)) or parsed is None else value
-    return value
-
-
-for _section, _value in list(config.items()):
-    if isinstance(_value, dict):
-        config[_section] = typed_overrides(_value)
+# Values in config files keep their text where YAML 1.1 made a bool or number of a word the
+# schema wants as text (`conta.mode: off`). Only values given with --config are typed
+# (Snakemake leaves nested ones strings), and only where the schema rejects the string:
+# `--config 'conta={mode: off}'` stays "off", `'classifier={epochs: 3}'` becomes 3.
+with open(f"{WORKFLOW_DIR}/schemas/config.schema.yaml") as _schema_file:
+    _SCHEMA = yaml.safe_load(_schema_file)
+_CONFIG_FILES = [f"{WORKFLOW_DIR}/config.yaml", *map(str, workflow.config_settings.configfiles)]
+restore_file_strings(config, [open(path).read() for path in _CONFIG_FILES], _SCHEMA)
+apply_cli_types(config, workflow.config_settings.config, _SCHEMA)
 
 validate(config, "schemas/config.schema.yaml")
 
