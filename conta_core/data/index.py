@@ -25,46 +25,23 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from ..store import MapReader
+from . import checks
+from .images import LARGE_SIDE, ORIENTATION_NAMES, SWAPPING, orientation, upright_size
 from .palette import voc_colormap
+from .reader import GT_MASK_KIND, H5_PREFIX, INDEX_COLUMNS, DatasetError, DatasetIndex, Item
 
-INDEX_COLUMNS = ["split", "id", "labels", "height", "width", "image", "mask"]
-H5_PREFIX = "h5:"
-GT_MASK_KIND = "gt_mask"
+__all__ = ["GT_MASK_KIND", "H5_PREFIX", "INDEX_COLUMNS", "DatasetError", "DatasetIndex", "Item",
+           "Problem", "Scan", "build_index", "finish_index", "publish_index"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class DatasetError(ValueError):
-    """A dataset or index is unusable; the message lists every problem found.
-
-    ``problems`` holds the individual lines for programmatic use.
-    """
-
-    def __init__(self, header: str, problems: Iterable[str] = ()):
-        self.problems = [str(p) for p in problems]
-        text = header
-        if self.problems:
-            text += f" ({len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}):\n"
-            text += "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(text)
+DEFAULT_MAX_SKIP_FRACTION = 0.05
 
 
 # ---------------------------------------------------------------- building blocks
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image as the index stores it (paths absolute; ``mask`` may be '' or 'h5:<file>')."""
-    image: str
-    mask: str
-    height: int
-    width: int
-    labels: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -104,31 +81,44 @@ class Scan:
     notes: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # dropped by design (not errors), with why
     default_train_split: str = "train"
-    # out-of-range mask value -> number of masks holding it; a value common to
-    # many masks means the class list or void index is wrong, not the items.
+    # out-of-range mask value -> number of masks holding it; values beyond the
+    # class list in many masks mean the class list is wrong, not the items.
     foreign_values: Counter = field(default_factory=Counter)
+    masks_with_foreign: int = 0
     masks_checked: int = 0
+    void_masks: int = 0  # masks holding the void value at least once
+    label_map: np.ndarray | None = None  # dataset.label_map as a lookup table
+    rotated: list[str] = field(default_factory=list)  # ids whose EXIF orientation was applied
+    warnings: list[str] = field(default_factory=list)  # shown at indexing and in report.md
 
 
 def decode_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """(width, height) of a fully decoded image, or an error text (missing, truncated, ...)."""
+    """Upright (width, height) of a fully decoded image, or an error text (missing, truncated, ...)."""
+    size, _, error = decode_image_oriented(path)
+    return size, error
+
+
+def decode_image_oriented(path: Path) -> tuple[tuple[int, int] | None, int, str | None]:
+    """(upright width, height; EXIF orientation 1..8; error text) of a fully decoded image."""
     if not path.is_file():
-        return None, "image file is missing"
+        return None, 1, "image file is missing"
     try:
         with Image.open(path) as image:
             image.load()
-            return image.size, None
+            orient = orientation(image)
+            return upright_size(image.size, orient), orient, None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        return None, f"image cannot be decoded ({type(err).__name__}: {err})"
+        return None, 1, f"image cannot be decoded ({type(err).__name__}: {err})"
 
 
-def mask_labels(mask: np.ndarray, num_classes: int, void: int) -> tuple[tuple[int, ...], list[int]]:
-    """(foreground labels present, values that are neither a class nor void)."""
+def mask_labels(mask: np.ndarray, num_classes: int, void: int
+                ) -> tuple[tuple[int, ...], list[int], bool]:
+    """(foreground labels present, values that are neither a class nor void, void present)."""
     counts = np.bincount(mask.ravel(), minlength=256)
     present = np.flatnonzero(counts)
     labels = tuple(int(v) for v in present if 0 < v < num_classes)
     foreign = [int(v) for v in present if v >= num_classes and v != void]
-    return labels, foreign
+    return labels, foreign, bool(counts[void])
 
 
 @dataclass
@@ -140,6 +130,9 @@ class Inspection:
     problems: list[Problem] = field(default_factory=list)
     foreign: list[int] = field(default_factory=list)
     array: np.ndarray | None = None
+    has_void: bool = False
+    orientation: int = 1
+    warnings: list[str] = field(default_factory=list)
 
 
 def bad(image_id: str, message: str, *paths: Path | str) -> Inspection:
@@ -147,14 +140,19 @@ def bad(image_id: str, message: str, *paths: Path | str) -> Inspection:
 
 
 def inspect_image_and_mask(image_id: str, image_path: Path, mask_path: Path | None,
-                           num_classes: int, void: int) -> Inspection:
-    """Decode one image and its index-PNG mask (None: no mask) and check they agree."""
-    size, error = decode_image(image_path)
+                           num_classes: int, void: int,
+                           label_map: np.ndarray | None = None) -> Inspection:
+    """Decode one image and its index-PNG mask (None: no mask) and check they agree.
+
+    The mask must match the *upright* image (EXIF orientation applied, as every
+    step reads it); ``label_map`` is applied to the mask before its values are checked.
+    """
+    size, orient, error = decode_image_oriented(image_path)
     if error:
         return bad(image_id, error, image_path)
     width, height = size
     if mask_path is None:
-        return Inspection(Item(str(image_path), "", height, width, ()))
+        return Inspection(Item(str(image_path), "", height, width, ()), orientation=orient)
     if not mask_path.is_file():
         return bad(image_id, "mask file is missing", mask_path)
     try:
@@ -168,22 +166,38 @@ def inspect_image_and_mask(image_id: str, image_path: Path, mask_path: Path | No
         return bad(image_id, f"mask is a mode {mode!r} PNG; expected a palette ('P') or greyscale "
                    "('L') PNG whose pixel values are class indices", mask_path)
     if mask_size != (width, height):
+        if orient in SWAPPING and mask_size == (height, width):
+            return bad(image_id, f"mask is {mask_size[0]}x{mask_size[1]}, the size of the image's "
+                       f"stored pixels, but the image's EXIF orientation ({orient}, "
+                       f"{ORIENTATION_NAMES[orient]}) makes it {width}x{height} as every step reads "
+                       "it: the mask was drawn on the unrotated pixels. Rotate the mask the same "
+                       "way, or remove the orientation tag from the image", image_path, mask_path)
         return bad(image_id, f"mask is {mask_size[0]}x{mask_size[1]} but the image is "
                    f"{width}x{height} (width x height)", image_path, mask_path)
-    return check_mask_values(image_id, Item(str(image_path), str(mask_path), height, width, ()),
-                             mask, num_classes, void)
+    if label_map is not None:
+        mask = label_map[mask]
+    found = check_mask_values(image_id, Item(str(image_path), str(mask_path), height, width, ()),
+                              mask, num_classes, void)
+    found.orientation = orient
+    if orient != 1 and width == height:
+        found.warnings.append(f"id {image_id!r}: EXIF orientation {orient} "
+                              f"({ORIENTATION_NAMES[orient]}) applied to a square image, so its "
+                              f"mask's size cannot tell whether the mask was drawn upright; check "
+                              f"it [{image_path}]")
+    return found
 
 
 def check_mask_values(image_id: str, item: Item, mask: np.ndarray, num_classes: int,
                       void: int) -> Inspection:
     """The item with its mask-derived labels, or a problem naming the foreign values."""
-    labels, foreign = mask_labels(mask, num_classes, void)
+    labels, foreign, has_void = mask_labels(mask, num_classes, void)
     if foreign:
         found = bad(image_id, f"mask has values {foreign} that are neither a class index "
                     f"(0..{num_classes - 1}) nor void ({void})", item.mask or item.image)
         found.foreign = foreign
+        found.has_void = has_void
         return found
-    return Inspection(replace(item, labels=labels))
+    return Inspection(replace(item, labels=labels), has_void=has_void)
 
 
 def inspect_many(scan: Scan, tasks: dict[str, Callable[[], Inspection]],
@@ -201,7 +215,12 @@ def inspect_many(scan: Scan, tasks: dict[str, Callable[[], Inspection]],
             batch = ids[start:start + 64 * workers]
             for image_id, found in zip(batch, pool.map(lambda i: tasks[i](), batch)):
                 scan.problems.extend(found.problems)
+                scan.warnings.extend(found.warnings)
                 scan.foreign_values.update(set(found.foreign))
+                scan.masks_with_foreign += bool(found.foreign)
+                scan.void_masks += found.has_void
+                if found.orientation != 1:
+                    scan.rotated.append(image_id)
                 if found.foreign or (found.item is not None and found.item.mask):
                     scan.masks_checked += 1
                 if found.item is not None:
@@ -210,19 +229,41 @@ def inspect_many(scan: Scan, tasks: dict[str, Callable[[], Inspection]],
                         store_array(image_id, found.array)
 
 
-def read_list_file(path: Path) -> list[str]:
-    """Ids from a VOC list file: the first token per line; a path token
-    (``/JPEGImages/x.jpg /SegmentationClassAug/x.png`` style) gives its stem."""
-    ids = []
-    for line in path.read_text().splitlines():
-        tokens = line.split()
-        if not tokens:
+def read_list_file(path: Path, problems: list[Problem] | None = None) -> list[str]:
+    """Ids from a list file, one per line.
+
+    A line of two path tokens (``/JPEGImages/x.jpg /SegmentationClassAug/x.png``,
+    the train_aug style) gives the first one's stem. Any other line with
+    whitespace inside is refused (appended to ``problems``, naming the file and
+    line; raised as :class:`DatasetError` when ``problems`` is None): an id
+    must never be silently cut at its first space.
+    """
+    ids, found = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(),
+                                  start=1):
+        text = line.strip()
+        if not text:
             continue
-        token = tokens[0]
-        if "/" in token or token.lower().endswith(IMAGE_SUFFIXES):
-            token = Path(token).stem
-        ids.append(token)
+        tokens = text.split()
+        if len(tokens) == 2 and all(_is_path_token(t) for t in tokens):
+            ids.append(Path(tokens[0]).stem)
+        elif len(tokens) > 1:
+            found.append(Problem(f"line {number}: {text!r} holds whitespace; a list file has one "
+                                 "image id per line, and ids must not contain spaces (rename the "
+                                 "image and its mask)", paths=(str(path),), structural=True))
+        elif _is_path_token(text):
+            ids.append(Path(text).stem)
+        else:
+            ids.append(text)
+    if found and problems is None:
+        raise DatasetError(f"list file {path} is malformed", found)
+    if problems is not None:
+        problems.extend(found)
     return ids
+
+
+def _is_path_token(token: str) -> bool:
+    return "/" in token or token.lower().endswith(IMAGE_SUFFIXES)
 
 
 def find_image(folder: Path, image_id: str) -> Path:
@@ -247,17 +288,18 @@ def scan_voc_layout(cfg: dict) -> Scan:
     meta_path = root / "classes.json"
     meta = {}
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            problems.append(Problem(f"classes.json is not valid JSON ({err})", paths=(str(meta_path),),
-                                    structural=True))
+        meta, meta_problems = checks.read_classes_json(meta_path)
+        problems += [Problem(text, paths=(str(meta_path),), structural=True) for text in meta_problems]
+    if cfg.get("classes") is not None:
+        for text in checks.class_name_problems(cfg["classes"], "dataset.classes"):
+            problems.append(Problem(text, structural=True))
     classes = cfg.get("classes") or meta.get("names")
     void = int(cfg["void"]) if cfg.get("void") is not None else int(meta.get("void", 255))
     if not classes:
-        problems.append(Problem("no class list: give dataset.classes or put a classes.json "
-                                "({\"names\": [...], \"void\": 255}) in the dataset root",
-                                paths=(str(meta_path),), structural=True))
+        if not problems:
+            problems.append(Problem("no class list: give dataset.classes or put a classes.json "
+                                    f"({checks.EXAMPLE}) in the dataset root",
+                                    paths=(str(meta_path),), structural=True))
         classes = []
     elif meta.get("names") and list(meta["names"]) != list(classes):
         problems.append(Problem(f"dataset.classes {list(classes)} does not match the dataset's "
@@ -266,9 +308,13 @@ def scan_voc_layout(cfg: dict) -> Scan:
     if "void" in meta and int(meta["void"]) != void:
         problems.append(Problem(f"dataset.void {void} does not match the dataset's classes.json "
                                 f"void {meta['void']}", paths=(str(meta_path),), structural=True))
+    if any(p.structural for p in problems):
+        classes = [c for c in classes if isinstance(c, str)] if isinstance(classes, list) else []
     palette = meta.get("palette") or (voc_colormap(len(classes)) if classes else None)
 
     scan = Scan(kind, root, list(classes), void, palette, problems=problems)
+    scan.label_map, map_problems = checks.parse_label_map(cfg.get("label_map"), len(classes), void)
+    scan.problems += [Problem(text, structural=True) for text in map_problems]
     check_class_list(scan)
     read_splits(scan, cfg.get("splits") or {"train": "train.txt", "val": "val.txt"},
                 root / "ImageSets" / "Segmentation")
@@ -277,20 +323,23 @@ def scan_voc_layout(cfg: dict) -> Scan:
 
     image_dir, mask_dir = root / "JPEGImages", root / "SegmentationClass"
     ids = list(dict.fromkeys(i for split_ids in scan.splits.values() for i in split_ids))
-    num_classes = len(scan.classes)
+    num_classes, lut = len(scan.classes), scan.label_map
     tasks = {i: (lambda i=i: inspect_image_and_mask(i, find_image(image_dir, i),
-                                                     mask_dir / f"{i}.png", num_classes, void))
+                                                     mask_dir / f"{i}.png", num_classes, void, lut))
              for i in ids}
     inspect_many(scan, tasks)
     return scan
 
 
 def dataset_root(cfg: dict) -> Path:
-    """The configured dataset folder, which must exist."""
+    """The configured dataset folder, which must exist and be a folder."""
     kind = cfg.get("kind")
     if not cfg.get("root"):
         raise DatasetError(f"{kind} dataset: dataset.root is not set; point it at the dataset folder")
     root = Path(cfg["root"]).expanduser().resolve()
+    if root.is_file():
+        raise DatasetError(f"{kind} dataset: dataset.root {root} is a file, not a folder; point it "
+                           "at the folder that holds the dataset")
     if not root.is_dir():
         raise DatasetError(f"{kind} dataset: root folder {root} does not exist")
     return root
@@ -301,7 +350,7 @@ def check_class_list(scan: Scan) -> None:
     classes = scan.classes
     if not classes:
         return
-    if len(set(classes)) != len(classes):
+    if len(set(classes)) != len(classes) and not any("repeat" in p.message for p in scan.problems):
         dups = sorted(c for c, n in Counter(classes).items() if n > 1)
         scan.problems.append(Problem(f"class names repeat: {dups}", structural=True))
     if len(classes) > 255:
@@ -312,15 +361,16 @@ def check_class_list(scan: Scan) -> None:
 
 
 def read_splits(scan: Scan, splits: dict[str, str], list_dir: Path) -> None:
-    """Fill ``scan.splits`` from list files; a missing list file is structural."""
+    """Fill ``scan.splits`` from list files; a missing or malformed list file is structural."""
     for split, list_name in splits.items():
         path = list_dir / list_name
         scan.split_sources[split] = str(path)
         if not path.is_file():
-            scan.problems.append(Problem(f"list file for split {split!r} is missing",
+            what = "is a folder, not a file" if path.is_dir() else "is missing"
+            scan.problems.append(Problem(f"list file for split {split!r} {what}",
                                          paths=(str(path),), structural=True))
             continue
-        scan.splits[split] = read_list_file(path)
+        scan.splits[split] = read_list_file(path, scan.problems)
 
 
 # ------------------------------------------------------------- validate and write
@@ -374,6 +424,15 @@ def finish_index(scan: Scan, cfg: dict, out_dir: Path) -> "DatasetIndex":
                     f"dataset.splits names {name!r}, which {scan.kind} does not build (it builds "
                     f"{', '.join(FIXED_SPLITS[scan.kind])}; the list-file values are not read)",
                     structural=True))
+    if cfg.get("label_map") and scan.kind in FIXED_SPLITS:
+        scan.problems.append(Problem(f"dataset.label_map is for voc_layout datasets; {scan.kind} "
+                                     "masks have fixed class indices", structural=True))
+    max_side = cfg.get("max_side")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int)
+                                 or max_side < 32):
+        scan.problems.append(Problem(f"dataset.max_side must be an integer >= 32 or null, got "
+                                     f"{max_side!r}", structural=True))
+        max_side = None
     _check_foreign_values(scan)
     _check_duplicates(scan)
     for image_id in scan.splits.get(train_split, []):
@@ -383,6 +442,8 @@ def finish_index(scan: Scan, cfg: dict, out_dir: Path) -> "DatasetIndex":
                 f"no foreground label in the training split {train_split!r} "
                 f"(mask has only background/void)", image_id, (item.mask or item.image,),
                 splits=(train_split,)))
+    _check_sanity(scan, train_split, cfg.get("sanity", "error"))
+    _check_sizes(scan, max_side)
 
     header = f"{scan.kind} dataset at {scan.root}"
     structural = [p for p in scan.problems if p.structural]
@@ -394,23 +455,80 @@ def finish_index(scan: Scan, cfg: dict, out_dir: Path) -> "DatasetIndex":
     if not splits.get(train_split):
         raise DatasetError(f"{header}: the training split {train_split!r} has no usable images",
                            scan.problems)
+    _check_skip_share(scan, splits, cfg.get("max_skip_fraction", DEFAULT_MAX_SKIP_FRACTION), header)
     if scan.problems:
         warnings.warn(f"{header}: skipped {len(scan.problems)} bad item(s); "
                       f"see {Path(out_dir) / 'report.md'}", stacklevel=2)
-    _write_outputs(scan, splits, Path(out_dir))
+    for text in scan.warnings:
+        warnings.warn(f"{header}: {text}", stacklevel=2)
+    _write_outputs(scan, splits, Path(out_dir), max_side)
     return DatasetIndex.load(out_dir)
 
 
 def _check_foreign_values(scan: Scan) -> None:
-    """A bad mask value shared by at least half the masks is a dataset-wide mismatch."""
-    if not scan.masks_checked:
+    """Values beyond the class list in many masks: one class-list problem, not many bad items."""
+    if not scan.masks_checked or not scan.foreign_values:
         return
-    for value, count in sorted(scan.foreign_values.items()):
-        if count * 2 >= scan.masks_checked:
-            scan.problems.append(Problem(
-                f"mask value {value} appears in {count} of {scan.masks_checked} masks but is neither a "
-                f"class index (0..{len(scan.classes) - 1}) nor void ({scan.void}): the class list or "
-                "void index does not match this dataset", structural=True))
+    message = checks.class_list_problem(dict(scan.foreign_values), scan.masks_with_foreign,
+                                        scan.masks_checked, scan.classes, scan.void, scan.void_masks)
+    if message:
+        scan.problems.append(Problem(message, structural=True))
+
+
+def _check_sanity(scan: Scan, train_split: str, mode: str) -> None:
+    """A foreground class in (nearly) every training image stops the build (``sanity: warn``:
+    a warning instead)."""
+    if mode not in ("error", "warn"):
+        scan.problems.append(Problem(f"dataset.sanity must be 'error' or 'warn', got {mode!r}",
+                                     structural=True))
+        return
+    train = [scan.items[i] for i in dict.fromkeys(scan.splits.get(train_split, []))
+             if i in scan.items]
+    counts = Counter(c for item in train for c in item.labels)
+    for text in checks.sanity_problems(counts, len(train), train_split, scan.classes, scan.void,
+                                       scan.void_masks, scan.masks_checked):
+        if mode == "error":
+            scan.problems.append(Problem(text, structural=True))
+        else:
+            scan.warnings.append(text)
+
+
+def _check_sizes(scan: Scan, max_side: int | None) -> None:
+    """Name the images read downscaled (or, without max_side, those large enough to exhaust
+    memory in CAM inference) and those whose EXIF orientation is applied."""
+    limit = max_side or LARGE_SIDE
+    large = [(i, item) for i, item in scan.items.items() if max(item.height, item.width) > limit]
+    if large:
+        shown = ", ".join(f"{i!r} ({item.width}x{item.height})" for i, item in large[:10])
+        more = f" and {len(large) - 10} more" if len(large) > 10 else ""
+        if max_side:
+            scan.warnings.append(f"{len(large)} image(s) are larger than dataset.max_side "
+                                 f"{max_side} and are read downscaled (masks with them): "
+                                 f"{shown}{more}")
+        else:
+            scan.warnings.append(f"{len(large)} image(s) have a side over {LARGE_SIDE} px: "
+                                 f"{shown}{more}. CAM inference holds each image at up to 2x its "
+                                 "size (a 4000x3000 photo peaks near 10 GB); set dataset.max_side "
+                                 "(e.g. 1024) to read them downscaled")
+    if scan.rotated:
+        shown = ", ".join(repr(i) for i in scan.rotated[:10])
+        more = f" and {len(scan.rotated) - 10} more" if len(scan.rotated) > 10 else ""
+        scan.notes.append(f"EXIF orientation applied to {len(scan.rotated)} image(s) (every step "
+                          f"reads them upright): {shown}{more}")
+
+
+def _check_skip_share(scan: Scan, splits: dict[str, list[str]], fraction, header: str) -> None:
+    """``skip`` may drop at most ``dataset.max_skip_fraction`` of any split."""
+    for split, ids in scan.splits.items():
+        listed = len(dict.fromkeys(ids))
+        dropped = listed - len(splits.get(split, []))
+        if listed and dropped > fraction * listed:
+            raise DatasetError(
+                f"{header}: on_bad_item: skip would drop {dropped} of {listed} images of split "
+                f"{split!r} ({100 * dropped / listed:.0f}%), more than dataset.max_skip_fraction "
+                f"{fraction} allows. So many bad items usually mean one mistake (class list, void "
+                "index, layout) rather than bad images: fix it, or raise dataset.max_skip_fraction",
+                scan.problems)
 
 
 def _check_duplicates(scan: Scan) -> None:
@@ -432,9 +550,15 @@ def _drop_bad_items(scan: Scan) -> dict[str, list[str]]:
             for split, ids in scan.splits.items()}
 
 
-def _write_outputs(scan: Scan, splits: dict[str, list[str]], out_dir: Path) -> None:
+def _write_outputs(scan: Scan, splits: dict[str, list[str]], out_dir: Path,
+                   max_side: int | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"names": scan.classes, "void": scan.void, "palette": scan.palette}
+    # Read by DatasetIndex: every step applies them to images and masks alike.
+    if max_side:
+        meta["max_side"] = max_side
+    if scan.label_map is not None:
+        meta["label_map"] = checks.lut_to_json(scan.label_map)
     _atomic_write(out_dir / "classes.json", json.dumps(meta, indent=1) + "\n")
     _atomic_write(out_dir / "report.md", _report(scan, splits))
     tmp = out_dir / f"index.csv.tmp-{os.getpid()}"
@@ -479,7 +603,10 @@ def _report(scan: Scan, splits: dict[str, list[str]]) -> str:
     names = list(splits)
     lines = [f"# Dataset index: {scan.kind}", "",
              f"- root: `{scan.root}`",
-             f"- classes: {len(scan.classes)} including background; void = {scan.void}", ""]
+             f"- classes: {len(scan.classes)} including background; void = {scan.void}"]
+    if scan.label_map is not None:
+        lines.append(f"- label map (raw mask value -> class index): {checks.lut_to_json(scan.label_map)}")
+    lines.append("")
     lines += ["## Images per split", "", "| split | images | with mask | list file |",
               "|---|---:|---:|---|"]
     for split in names:
@@ -498,130 +625,10 @@ def _report(scan: Scan, splits: dict[str, list[str]]) -> str:
     if scan.left_out:
         lines += ["", f"## Left out by design ({len(scan.left_out)})", ""]
         lines += [f"- {entry}" for entry in scan.left_out]
+    if scan.warnings:
+        lines += ["", f"## Warnings ({len(scan.warnings)})", ""] + [f"- {w}" for w in scan.warnings]
     if scan.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in scan.notes]
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------- reading an index
-
-
-class DatasetIndex:
-    """Read access to an ``index.csv`` + ``classes.json`` pair (see docs/ARCHITECTURE.md)."""
-
-    def __init__(self, directory: Path, classes: list[str], void: int,
-                 palette: list[list[int]] | None, split_ids: dict[str, list[str]],
-                 items: dict[str, Item]):
-        self.directory = directory
-        self.classes = classes
-        self.void = void
-        self.palette = palette
-        self._split_ids = split_ids
-        self._items = items
-        self._h5: dict[tuple[int, str], MapReader] = {}
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "DatasetIndex":
-        directory = Path(directory)
-        index_path, classes_path = directory / "index.csv", directory / "classes.json"
-        missing = [str(p) for p in (index_path, classes_path) if not p.is_file()]
-        if missing:
-            raise DatasetError(f"dataset index in {directory} is incomplete; run the dataset_index "
-                               "step", [f"missing {p}" for p in missing])
-        meta = json.loads(classes_path.read_text())
-        split_ids: dict[str, list[str]] = {}
-        items: dict[str, Item] = {}
-        with open(index_path, newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header != INDEX_COLUMNS:
-                raise DatasetError(f"{index_path}: header {header} is not {INDEX_COLUMNS}; "
-                                   "the index is from another version, rebuild it")
-            for split, image_id, labels, height, width, image, mask in reader:
-                split_ids.setdefault(split, []).append(image_id)
-                if image_id not in items:
-                    items[image_id] = Item(image, mask, int(height), int(width),
-                                           tuple(int(v) for v in labels.split()))
-        return cls(directory, list(meta["names"]), int(meta["void"]), meta.get("palette"),
-                   split_ids, items)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes including the background."""
-        return len(self.classes)
-
-    def splits(self) -> list[str]:
-        return list(self._split_ids)
-
-    def ids(self, split: str) -> list[str]:
-        if split not in self._split_ids:
-            raise DatasetError(f"split {split!r} is not in the dataset index {self.directory}; "
-                               f"available: {self.splits()}")
-        return list(self._split_ids[split])
-
-    def _item(self, image_id: str) -> Item:
-        try:
-            return self._items[image_id]
-        except KeyError:
-            raise DatasetError(f"image id {image_id!r} is not in the dataset index "
-                               f"{self.directory}") from None
-
-    def labels(self, image_id: str) -> list[int]:
-        """Image-level foreground class indices (1..C-1)."""
-        return list(self._item(image_id).labels)
-
-    def size(self, image_id: str) -> tuple[int, int]:
-        """(height, width)."""
-        item = self._item(image_id)
-        return item.height, item.width
-
-    def image_path(self, image_id: str) -> Path:
-        return Path(self._item(image_id).image)
-
-    def has_mask(self, image_id: str) -> bool:
-        return bool(self._item(image_id).mask)
-
-    def mask_shards(self) -> dict[str, list[str]]:
-        """HDF5 mask file -> the ids whose masks it holds, in index order.
-
-        The plan for rules that render masks (COCO) shard by shard.
-        """
-        shards: dict[str, list[str]] = {}
-        for image_id, item in self._items.items():
-            if item.mask.startswith(H5_PREFIX):
-                shards.setdefault(item.mask[len(H5_PREFIX):], []).append(image_id)
-        return shards
-
-    def read_image(self, image_id: str) -> np.ndarray:
-        """uint8 HxWx3 RGB."""
-        with Image.open(self._item(image_id).image) as image:
-            return np.asarray(image.convert("RGB"))
-
-    def read_mask(self, image_id: str) -> np.ndarray:
-        """uint8 HxW class indices, void kept; palette indices are read as they are."""
-        item = self._item(image_id)
-        if not item.mask:
-            raise DatasetError(f"image id {image_id!r} has no ground-truth mask in {self.directory}")
-        if item.mask.startswith(H5_PREFIX):
-            path = item.mask[len(H5_PREFIX):]
-            if not os.path.exists(path):
-                relative = os.path.relpath(path)
-                shown = path if relative.startswith("..") else relative
-                raise DatasetError(
-                    f"mask of {image_id!r} is in {path}, which is missing; render it again with "
-                    f"`snakemake {shown}` run in the workflow's directory (path relative to it); "
-                    "the index and later results stay valid")
-            return self._h5_reader(path).get(image_id)
-        with Image.open(item.mask) as mask:
-            if mask.mode not in ("P", "L"):
-                raise DatasetError(f"mask of {image_id!r} is a mode {mask.mode!r} image, not an index "
-                                   f"PNG", [item.mask])
-            return np.asarray(mask)
-
-    def _h5_reader(self, path: str) -> MapReader:
-        # One open file per process: h5py handles must not cross a fork
-        # (data-loader workers), so the cache is keyed by pid.
-        key = (os.getpid(), path)
-        if key not in self._h5:
-            self._h5[key] = MapReader(path, kind=GT_MASK_KIND)
-        return self._h5[key]

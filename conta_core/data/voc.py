@@ -141,7 +141,7 @@ def _add_train_aug(scan: Scan, sbd: Path | None, aug_dir: Path | None, wanted: b
                 scan.problems.append(Problem("SBD list file is missing", paths=(str(path),),
                                              structural=True))
                 continue
-            aug_ids += read_list_file(path)
+            aug_ids += read_list_file(path, scan.problems)
         source = f"SBD {sbd}/{{train,val}}.txt + VOC train - VOC val"
     elif aug_dir is not None:
         aug_ids = [p.stem for p in aug_dir.glob("*.png")]
