@@ -56,7 +56,7 @@ class TrainSettings:
     epochs: int
     batch_size: int
     lr: float
-    optimizer: str = "sgd"          # sgd | adamw
+    optimizer: str = "sgd"          # sgd | adam | adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
@@ -140,7 +140,9 @@ def build_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimiz
         return torch.optim.SGD(param_groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     if s.optimizer == "adamw":
         return torch.optim.AdamW(param_groups, lr=s.lr, weight_decay=s.weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {s.optimizer!r}")
+    if s.optimizer == "adam":  # SEAM + CONTA (paper, Appendix 3.1): L2 weight decay inside Adam
+        return torch.optim.Adam(param_groups, lr=s.lr, weight_decay=s.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {s.optimizer!r}")
 
 
 def lr_factor(iteration: int, max_iters: int, s: TrainSettings) -> float:
