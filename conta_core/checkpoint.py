@@ -15,14 +15,25 @@ Files are ``iter{N:08d}.pt`` in one folder, written atomically (temp name in
 the same folder, fsync, rename), holding only tensors and primitive
 containers so they load with ``torch.load(..., weights_only=True)`` and never
 run pickled code. The newest ``keep`` files are kept; a resume takes the
-newest one that loads, skipping a truncated or corrupt file.
+newest one that loads and whose checksum matches, skipping (and deleting) a
+truncated or corrupt file with a log line.
+
+Checksums: ``torch.load`` verifies nothing (zip CRCs are not checked), so a
+file with garbage in its tensor data loads and trains on garbage. Every file
+written here (training states and the final model files ``classifier.pt``,
+``segmenter.pt``, ``relation_net.pt``, see :func:`save_model_file`) carries
+``payload_sha256``: a SHA-256 over its whole content (every tensor's dtype,
+shape and bytes, every key and value), recomputed on load. A final model file
+that fails it is deleted for a rebuild (:mod:`conta_core.integrity`).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +42,99 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .integrity import DamagedArtifact, discard
+
 log = logging.getLogger(__name__)
 
 FORMAT = "conta-train-state/1"
 REQUIRED_KEYS = frozenset({"format", "model", "optimizer", "rng", "iteration", "epoch",
                            "batch_in_epoch", "scheduler", "extra"})
 _NAME = re.compile(r"^iter(\d{8})\.pt$")
+CHECKSUM_KEY = "payload_sha256"
+
+
+def _feed(h, obj: Any) -> None:
+    """Hash ``obj`` in a canonical, unambiguous encoding (type tag, length, content)."""
+    if isinstance(obj, torch.Tensor):
+        data = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        head = f"T{obj.dtype}{tuple(obj.shape)}{data.nbytes}".encode()
+        h.update(struct.pack("<I", len(head)) + head)
+        h.update(memoryview(data))
+    elif isinstance(obj, dict):
+        h.update(b"d" + struct.pack("<Q", len(obj)))
+        for key in sorted(obj, key=repr):  # int keys (optimizer state) and str keys alike
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update((b"l" if isinstance(obj, list) else b"t") + struct.pack("<Q", len(obj)))
+        for value in obj:
+            _feed(h, value)
+    elif obj is None or isinstance(obj, (bool, int, float, str, bytes)):
+        # repr of a float round-trips exactly; bool before int (True == 1).
+        text = obj if isinstance(obj, bytes) else repr(obj).encode("utf-8", "surrogatepass")
+        tag = type(obj).__name__.encode()
+        h.update(struct.pack("<I", len(tag)) + tag + struct.pack("<Q", len(text)) + text)
+    else:
+        raise TypeError(f"cannot checksum a {type(obj).__name__} in a checkpoint (tensors and "
+                        "primitive containers only)")
+
+
+def payload_digest(payload: dict) -> str:
+    """SHA-256 of everything in ``payload`` except its own checksum entry."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != CHECKSUM_KEY})
+    return h.hexdigest()
+
+
+def _seal(payload: dict) -> dict:
+    return {**payload, CHECKSUM_KEY: payload_digest(payload)}
+
+
+def _verified_load(path: str | os.PathLike) -> dict:
+    """``torch.load`` plus the checksum check; ValueError (or torch's own error) when damaged."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"holds a {type(state).__name__}, not a checkpoint dict")
+    stored = state.get(CHECKSUM_KEY)
+    if stored is None:
+        raise ValueError(f"has no {CHECKSUM_KEY} (written by an older version or another program)")
+    actual = payload_digest(state)
+    if actual != stored:
+        raise ValueError(f"checksum mismatch: content hashes to {actual[:12]}..., "
+                         f"the file says {str(stored)[:12]}...")
+    return state
+
+
+def _is_environment_error(err: BaseException) -> bool:
+    """Errors that say nothing about the file's content: keep the file, re-raise."""
+    return isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, MemoryError))
+
+
+def save_model_file(path: str | os.PathLike, payload: dict) -> None:
+    """A final model file (``{"model": state_dict, "meta": ...}``): sealed with its checksum, atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(_seal(payload), path)
+
+
+def load_model_file(path: str | os.PathLike, *, remove_damaged: bool = True) -> dict:
+    """The verified content of a model file written by :func:`save_model_file`.
+
+    A file that does not load, is not a dict, has no checksum or fails it is
+    damaged: it is deleted (``remove_damaged``) and :class:`DamagedArtifact`
+    names it and says that the next run rebuilds it.
+    """
+    try:
+        return _verified_load(path)
+    except Exception as err:  # torch raises several types for damaged zip files
+        if _is_environment_error(err):
+            raise
+        raise discard(path, f"model file: {_short(err)}", remove=remove_damaged) from err
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) < 200 else text[:200] + "..."
 
 
 class EpochOrder:
@@ -179,31 +277,48 @@ def save_training_state(directory: str | os.PathLike, *, model: nn.Module,
         "extra": extra if extra is not None else {},
     }
     path = checkpoint_path(directory, iteration)
-    _atomic_save(state, path)
+    _atomic_save(_seal(state), path)
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
 def _load(path: str | os.PathLike) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not REQUIRED_KEYS <= state.keys():
+    try:
+        state = _verified_load(path)
+    except ValueError as err:
+        raise ValueError(f"{path} {err}") from err
+    if not REQUIRED_KEYS <= state.keys():
         raise ValueError(f"{path} is not a training-state checkpoint")
     if state["format"] != FORMAT:
         raise ValueError(f"{path} has format {state['format']!r}, expected {FORMAT!r}")
     return state
 
 
-def latest_valid_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """Newest ``iter*.pt`` in ``directory`` that loads and has the expected keys, else None."""
+def newest_valid_state(directory: str | os.PathLike) -> tuple[Path, dict] | None:
+    """``(path, state)`` of the newest ``iter*.pt`` that loads and passes its checksum, else None.
+
+    Newer files that fail are skipped with a warning and deleted: they can never
+    be resumed, and a later save of the same iteration replaces them anyway.
+    """
     for _, path in reversed(list_checkpoints(directory)):
         try:
-            _load(path)
+            state = _load(path)
         except Exception as err:  # torch raises several types for damaged zip files
-            log.warning("skipping unreadable checkpoint %s: %s", path, err)
+            if _is_environment_error(err) and not isinstance(err, FileNotFoundError):
+                raise
+            log.warning("skipping damaged checkpoint %s (%s); deleting it and trying the previous one",
+                        path, _short(err))
+            path.unlink(missing_ok=True)
             continue
-        return path
+        return path, state
     return None
+
+
+def latest_valid_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """Newest ``iter*.pt`` in ``directory`` that loads, passes its checksum and has the expected keys."""
+    found = newest_valid_state(directory)
+    return None if found is None else found[0]
 
 
 def load_training_state(path: str | os.PathLike, model: nn.Module,
@@ -218,6 +333,12 @@ def load_training_state(path: str | os.PathLike, model: nn.Module,
     before drawing any random number the original run drew after saving.
     """
     state = _load(path)
+    return restore_training_state(state, model, optimizer, restore_rng=restore_rng, path=path)
+
+
+def restore_training_state(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer | None,
+                           *, restore_rng: bool = True, path: str | os.PathLike = "checkpoint") -> dict:
+    """:func:`load_training_state` for a state already loaded (and verified) by :func:`newest_valid_state`."""
     _unwrap(model).load_state_dict(state["model"])
     if optimizer is not None:
         if state["optimizer"] is None:

@@ -7,13 +7,13 @@ the training images.
 """
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoint import load_model_file, save_model_file
 from .confounder import class_prior
 from .data.datasets import ClassificationDataset
 from .models.backbone import build_resnet
@@ -93,14 +93,12 @@ def train_classifier(index, ids: list[str], settings: dict, conta: dict, round_i
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> None:
-    """A checkpoint loadable with ``weights_only=True``; written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save({"model": model.state_dict(), "meta": meta}, tmp)
-    tmp.replace(path)
+    """A checkpoint loadable with ``weights_only=True``, with its payload checksum; written atomically."""
+    save_model_file(path, {"model": model.state_dict(), "meta": meta})
 
 
 def load_model(path: str | Path, model: torch.nn.Module) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load verified weights into ``model``; a damaged file is deleted and named (``DamagedArtifact``)."""
+    state = load_model_file(path)
     model.load_state_dict(state["model"])
     return state["meta"]

@@ -14,7 +14,19 @@ readable checkpoint whose ``digest`` (settings and inputs of the step) matches
 and continues from it: the (seed, epoch) batch order and the (seed, epoch,
 item) augmentation make the continued run take exactly the steps the
 uninterrupted one would have. Checkpoints of other settings or inputs are
-deleted, never resumed.
+deleted, never resumed. A checkpoint whose checksum fails is skipped with a log
+line and the previous one is resumed.
+
+Non-finite loss: every step's loss is checked before the optimizer step; a NaN
+or infinite loss stops the job with :class:`NonFiniteLossError` naming the
+iteration (and the weights are checked before every checkpoint and at the end,
+so neither a checkpoint nor the final model ever holds a NaN). The stop leaves
+a ``nonfinite.json`` marker beside the checkpoints: a rerun with the same
+settings then refuses to resume silently (the same state would diverge again)
+until the user chooses with ``CONTA_NONFINITE_RESTART=resume`` (continue from
+the last checkpoint, all of which are finite) or ``=fresh`` (discard the
+checkpoints and start over). Changing the step's settings (say a lower lr)
+starts afresh as always.
 
 Data-parallel training: :func:`train_job` runs the loop on ``world_size``
 ranks with torch DDP (:mod:`conta_core.distributed`). Every rank walks the same
@@ -27,7 +39,9 @@ is frozen, or synchronised (SyncBatchNorm, CUDA only).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -49,6 +63,13 @@ log = logging.getLogger(__name__)
 # Test hook: seconds to sleep after every optimisation step, so a test can kill a
 # run in the middle of training. It changes timing only, never results.
 STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"
+# What a rerun does after a non-finite loss stopped the step: resume | fresh (unset: stop and ask).
+NONFINITE_RESTART_ENV = "CONTA_NONFINITE_RESTART"
+NONFINITE_MARKER = "nonfinite.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss or weights; nothing non-finite was saved."""
 
 
 @dataclass
@@ -87,28 +108,83 @@ class Checkpointing:
 
     @classmethod
     def prepare(cls, directory: str | os.PathLike, every: int, digest: str, keep: int = 2) -> "Checkpointing":
-        """Find the checkpoint to resume from; delete checkpoints of other settings or inputs."""
+        """Find the checkpoint to resume from; delete checkpoints of other settings or inputs.
+
+        Raises :class:`NonFiniteLossError` when the last run of these settings
+        stopped on a non-finite loss and the user has not chosen (see the module doc).
+        """
         directory = Path(directory)
-        found = ckpt.latest_valid_checkpoint(directory)
+        found = ckpt.newest_valid_state(directory)
+        marker = _read_marker(directory)
         resume_from = None
-        if found is not None:
-            extra = torch.load(found, map_location="cpu", weights_only=True)["extra"]
-            if extra.get("digest") == digest:
-                resume_from = found
+        if found is not None and found[1]["extra"].get("digest") != digest:
+            log.warning("checkpoints in %s are from other settings or inputs; deleting them", directory)
+            _delete_all(directory)
+            found = None
+        if marker is not None and marker.get("digest") != digest:
+            (directory / NONFINITE_MARKER).unlink(missing_ok=True)  # settings changed: a new attempt
+            marker = None
+        if marker is not None:
+            choice = os.environ.get(NONFINITE_RESTART_ENV, "").strip().lower()
+            where = f"iteration {marker.get('iteration')} (loss {marker.get('loss')})"
+            if found is None:
+                log.warning("the last run stopped on a non-finite loss at %s with no checkpoint to resume; "
+                            "starting afresh", where)
+            elif choice == "resume":
+                log.warning("%s=resume: resuming from %s although the last run stopped on a non-finite loss "
+                            "at %s", NONFINITE_RESTART_ENV, found[0], where)
+            elif choice == "fresh":
+                log.warning("%s=fresh: deleting the checkpoints in %s and starting afresh",
+                            NONFINITE_RESTART_ENV, directory)
+                _delete_all(directory)
+                found = None
             else:
-                log.warning("checkpoints in %s are from other settings or inputs; deleting them", directory)
-                for _, path in ckpt.list_checkpoints(directory):
-                    path.unlink(missing_ok=True)
+                raise NonFiniteLossError(
+                    f"the last run of this step stopped on a non-finite loss at {where}; its newest finite "
+                    f"checkpoint is {found[0]}. Resuming it unchanged would likely diverge again, so choose: "
+                    f"{NONFINITE_RESTART_ENV}=resume (continue from it), {NONFINITE_RESTART_ENV}=fresh "
+                    "(delete the checkpoints and start over), or change the step's settings (e.g. a lower lr), "
+                    "which starts afresh")
+            (directory / NONFINITE_MARKER).unlink(missing_ok=True)
+        if found is not None:
+            resume_from = found[0]
         return cls(directory, int(every), digest, keep, resume_from)
+
+    def mark_nonfinite(self, iteration: int, loss: float) -> None:
+        """Record the stop so a rerun of the same settings does not resume silently."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        record = {"digest": self.digest, "iteration": iteration, "loss": repr(loss),
+                  "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (self.directory / NONFINITE_MARKER).write_text(json.dumps(record) + "\n")
 
     def clear(self) -> None:
         """Remove the step's checkpoints once its final model is saved."""
-        for _, path in ckpt.list_checkpoints(self.directory):
-            path.unlink(missing_ok=True)
+        _delete_all(self.directory)
         with contextlib.suppress(OSError):  # the folder, then empty parents (round, checkpoints)
             self.directory.rmdir()
             self.directory.parent.rmdir()
             self.directory.parent.parent.rmdir()
+
+
+def _read_marker(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / NONFINITE_MARKER).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"iteration": "?", "loss": "?", "digest": None}  # unreadable: treated as stale
+
+
+def _delete_all(directory: Path) -> None:
+    for _, path in ckpt.list_checkpoints(directory):
+        path.unlink(missing_ok=True)
+    (directory / NONFINITE_MARKER).unlink(missing_ok=True)
+
+
+def non_finite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point entries of a state dict holding a NaN or an infinity."""
+    return [name for name, value in state.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
 
 
 @dataclass
@@ -222,10 +298,15 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(s.precision, device):
                 loss = loss_fn(net, batch)
+            # Reduced before backward, so every DDP rank sees the same value and stops together.
+            value = all_reduce_mean(loss.detach(), ctx).item() if ctx.world_size > 1 else loss.item()
+            if not math.isfinite(value):
+                _stop_non_finite(name, checkpoint, main, iteration + 1, value,
+                                 f"the loss is {value} at iteration {iteration + 1} (epoch {epoch + 1}, "
+                                 f"batch {position + 1} of {per_epoch}); the step was not taken")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            value = all_reduce_mean(loss.detach(), ctx).item() if ctx.world_size > 1 else loss.item()
             total += value
             iteration += 1
             if step_losses is not None:
@@ -241,6 +322,7 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
                                f"{time.time() - start:.1f}s", file=sys.stderr)
             if (checkpoint is not None and checkpoint.every > 0 and iteration % checkpoint.every == 0
                     and iteration < max_iters and main):
+                _check_weights(model, name, checkpoint, main, iteration)
                 path = ckpt.save_training_state(
                     checkpoint.directory, model=model, optimizer=optimizer, scheduler_state=None,
                     iteration=iteration, epoch=epoch + 1 if end_of_epoch else epoch,
@@ -250,8 +332,33 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
                 print(f"[{name}] saved checkpoint {path} at iteration {iteration}", file=sys.stderr, flush=True)
             if delay:
                 time.sleep(delay)
+    _check_weights(model, name, checkpoint, main, iteration)
     model.eval()
     return history
+
+
+def _stop_non_finite(name: str, checkpoint: Checkpointing | None, main: bool, iteration: int,
+                     value: float, what: str) -> None:
+    resumable = ckpt.latest_valid_checkpoint(checkpoint.directory) if checkpoint is not None else None
+    if main and checkpoint is not None:
+        checkpoint.mark_nonfinite(iteration, value)
+    if resumable is not None:
+        then = (f"the newest checkpoint ({resumable}) holds finite weights; a rerun resumes from it only "
+                f"with {NONFINITE_RESTART_ENV}=resume ({NONFINITE_RESTART_ENV}=fresh starts over)")
+    else:
+        then = "there is no checkpoint to resume from"
+    raise NonFiniteLossError(f"{name}: {what}. Training stopped and nothing non-finite was saved; {then}. "
+                             "Usual causes: a learning rate too high for the batch size, bf16 overflow, "
+                             "an empty or corrupt input")
+
+
+def _check_weights(model: nn.Module, name: str, checkpoint: Checkpointing | None, main: bool,
+                   iteration: int) -> None:
+    bad = non_finite_tensors(_unwrap(model).state_dict())
+    if bad:
+        _stop_non_finite(name, checkpoint, main, iteration, float("nan"),
+                         f"{len(bad)} weight tensor(s) are non-finite after iteration {iteration} "
+                         f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
 
 
 def _sync_batchnorm(model: nn.Module) -> nn.Module:

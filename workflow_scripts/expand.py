@@ -33,18 +33,19 @@ def irnet_expander(s, relation_net: Path, device, round_index: int):
     image's random walk of its CAMs over them."""
     import torch
 
-    from conta_core.classify import load_model
+    from conta_core.checkpoint import load_model_file
     from conta_core.data.datasets import to_tensor
     from conta_core.expand.irnet import RelationNet, expand_irnet, predict_boundaries
 
     # The checkpoint's own settings say which network to build; built with random
     # weights (never a download), then the trained checkpoint is loaded over them.
-    meta = torch.load(relation_net, map_location="cpu", weights_only=True)["meta"]
+    state = load_model_file(relation_net)  # verified: a damaged file is deleted for a rebuild
+    meta = state["meta"]
     if meta.get("round") != round_index:
         raise SystemExit(f"{relation_net} is round {meta.get('round')}'s relation network, not round {round_index}'s")
     train = meta["settings"]["expand"]["irnet"]["train"]
     model = RelationNet(train["backbone"], train["output_stride"], "none")
-    load_model(relation_net, model)
+    model.load_state_dict(state["model"])
     model.to(device).eval()
     walk = s["expand"]["irnet"]["walk"]
     print(f"relation network {relation_net}: trained with {train}; walk {walk}", file=sys.stderr)

@@ -18,7 +18,6 @@ workers).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -98,8 +97,9 @@ def load_classifier_backbone(model: torch.nn.Module, path: str | os.PathLike) ->
     reads a *frozen* backbone, and the round's trained classifier is the only
     trained ResNet there is. Depth and output stride must match the classifier's.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    from ..checkpoint import load_model_file
+
+    state = load_model_file(path)["model"]  # verified: a damaged file is deleted for a rebuild
     own = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not own:
         raise ValueError(f"{path}: no backbone.* weights in the checkpoint")
