@@ -288,7 +288,10 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
         total = carried if epoch == start_epoch else 0.0
         batches = epoch_batches(len(dataset), s.batch_size, s.seed, epoch)[first:]
         sampler = [shard_batch(b, ctx.rank, ctx.world_size) for b in batches]
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s.num_workers)
+        # Its own generator: a loader draws its base seed when iterated, and from torch's global
+        # stream that draw would shift the dropout of every later step on resume.
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s.num_workers,
+                            generator=torch.Generator().manual_seed(s.seed * 100_003 + epoch))
         start = time.time()
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{s.epochs}", file=sys.stderr,
                    mininterval=5.0, leave=False, disable=not main, initial=first, total=per_epoch)
