@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .cam_labels import same_size_batches
+from .checkpoint import CHECKSUM_KEY, payload_digest
 from .crf import dense_crf
 from .data.datasets import SegmentationDataset, to_tensor
 from .models.backbone import build_resnet
@@ -23,6 +24,45 @@ def build_segmenter(settings: dict, num_classes: int, *, load_weights: bool = Tr
                             settings["weights"] if load_weights else "none",
                             settings.get("freeze_bn", True), settings.get("freeze_conv1", True))
     return DeepLabV2(backbone, num_classes, settings["aspp_rates"], settings["msc_scales"])
+
+
+# Written into segmenter.pt's meta by train_segmenter.py; a checkpoint without it is
+# from before the mark (still loaded when its meta has what a segmenter needs).
+SEGMENTER_FORMAT = "conta-segmenter/1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable CONTA segmenter checkpoint."""
+
+
+def load_segmenter(path) -> tuple[DeepLabV2, dict]:
+    """The DeepLab of a ``segmenter.pt`` built from the checkpoint's own settings, and its meta
+    (``class_names``, ``settings``, ``round``; since the format mark also ``palette``, ``void``,
+    ``max_side``)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for foreign files (pickle, zip, magic number)
+        raise CheckpointError(f"{path}: cannot be loaded as a torch checkpoint with weights_only=True "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    meta = state.get("meta") if isinstance(state, dict) else None
+    if not isinstance(meta, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: not a CONTA checkpoint (no 'model' and 'meta' entries; "
+                              "a checkpoint of another tool?)")
+    fmt = meta.get("format")
+    segment = (meta.get("settings") or {}).get("segment")
+    if fmt not in (None, SEGMENTER_FORMAT) or not isinstance(segment, dict) or not meta.get("class_names"):
+        raise CheckpointError(f"{path}: a CONTA checkpoint but not a segmenter (format {fmt!r}; a "
+                              "classifier.pt or relation_net.pt?); give results/<run>/round<T>/segmenter.pt")
+    stored, actual = state.get(CHECKSUM_KEY), payload_digest(state)
+    if stored != actual:  # never deleted here: the file may be the user's only copy
+        raise CheckpointError(f"{path}: damaged or written by an older version ({CHECKSUM_KEY} "
+                              f"{str(stored)[:12]}..., content hashes to {actual[:12]}...)")
+    model = build_segmenter(segment, len(meta["class_names"]), load_weights=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the DeepLab its settings describe ({err})") from err
+    return model.eval(), meta
 
 
 def _segment_loss_global(model: DeepLabV2, batch: dict, *, ignore_index: int, ctx) -> torch.Tensor:

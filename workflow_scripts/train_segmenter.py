@@ -9,7 +9,7 @@ from _common import add_checkpoint_args, checkpointing, parser, setup
 
 from conta_core.classify import save_model
 from conta_core.data.index import DatasetIndex
-from conta_core.segment import train_segmenter
+from conta_core.segment import SEGMENTER_FORMAT, train_segmenter
 from conta_core.store import ShardedReader
 
 if __name__ == "__main__":
@@ -33,7 +33,10 @@ if __name__ == "__main__":
             raise SystemExit(f"{missing} training images have no pseudo-mask in {args.pseudo_masks}")
         model, history = train_segmenter(index, ids, masks, s["segment"], s["seed"], device, args.round,
                                          world_size=max(1, args.gpus or 1), checkpoint=checkpoint)
-    save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
-                                 "class_names": index.classes})
+    # What conta-predict needs to rebuild the model and read and colour images as the workflow does.
+    save_model(args.out, model, {"format": SEGMENTER_FORMAT, "round": args.round, "settings": s,
+                                 "loss_history": history, "class_names": index.classes,
+                                 "palette": index.palette, "void": index.void,
+                                 "max_side": getattr(index, "max_side", None)})
     if checkpoint is not None:
         checkpoint.clear()
