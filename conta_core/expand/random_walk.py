@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "pair_offsets", "path_points", "path_affinity", "path_max_affinity", "transition_matrix",
+    "pair_offsets", "path_points", "path_affinity", "path_max_affinity", "pair_affinity_matrix",
+    "transition_matrix",
     "propagate", "random_walk", "downsample_cams", "walk_to_labels", "expand_irnet",
 ]
 
@@ -136,33 +137,44 @@ def path_max_affinity(boundary: torch.Tensor, radius: int = 5, beta: float = 10.
     ``A_ij = (1 - max boundary on the path i -> j) ** beta`` for ``0 < |i - j| < radius``,
     ``A_ii = 1`` (IRNet's self-loop), 0 elsewhere. Returned as a sparse CSR tensor
     (int32 indices) on ``boundary``'s device and dtype; no dense ``N x N`` array is formed.
+    """
+    if boundary.dim() != 2:
+        raise ValueError(f"boundary must be [H, W], got shape {tuple(boundary.shape)}")
+    with torch.no_grad():
+        return pair_affinity_matrix(path_affinity(boundary, radius).pow_(beta), radius)
+
+
+def pair_affinity_matrix(pairs: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sparse symmetric CSR ``A`` from half-neighbourhood pair values ``pairs [P, H, W]``.
+
+    ``pairs[k, y, x]`` is the affinity of ``(y, x)`` and ``(y, x) + pair_offsets(radius)[k]``
+    (ignored where that pair leaves the map); ``A`` holds it at both ``(i, j)`` and
+    ``(j, i)``, and 1 on the diagonal (the self-loop of IRNet and AffinityNet).
 
     Built row by row: the full neighbourhood (both halves and the centre) sorted by
     ``(dy, dx)`` lists every row's columns in increasing order, so the CSR arrays
     come out of one masked selection without sorting. The entry for the offset
     ``-o`` of pixel p is the half-neighbourhood value of ``o`` at ``p - o``.
     """
-    if boundary.dim() != 2:
-        raise ValueError(f"boundary must be [H, W], got shape {tuple(boundary.shape)}")
-    height, width = boundary.shape
-    n = height * width
-    device = boundary.device
     half = _pair_offsets(radius)
+    if pairs.dim() != 3 or pairs.shape[0] != len(half):
+        raise ValueError(f"pairs must be [{len(half)}, H, W] for radius {radius}, got {tuple(pairs.shape)}")
+    _, height, width = pairs.shape
+    n = height * width
+    device = pairs.device
     with torch.no_grad():
-        aff = path_affinity(boundary, radius).pow_(beta)  # [P, H, W], 0 where the pair leaves the map
         full = sorted([(-dy, -dx) for dy, dx in half] + [(0, 0)] + list(half))
         index_of = {off: k for k, off in enumerate(half)}
-        values = torch.zeros(len(full), height, width, dtype=aff.dtype, device=device)
+        values = torch.zeros(len(full), height, width, dtype=pairs.dtype, device=device)
         for j, (dy, dx) in enumerate(full):
             if (dy, dx) == (0, 0):
                 values[j] = 1.0
             elif (dy, dx) in index_of:
-                values[j] = aff[index_of[(dy, dx)]]
+                values[j] = pairs[index_of[(dy, dx)]]
             else:  # (dy, dx) = -o: value of the pair (p - o) -> p, stored at p - o
                 oy, ox = -dy, -dx
                 k = index_of[(oy, ox)]
-                values[j, oy:, max(ox, 0):width + min(ox, 0)] = aff[k, :height - oy, max(-ox, 0):width - max(ox, 0)]
-        del aff
+                values[j, oy:, max(ox, 0):width + min(ox, 0)] = pairs[k, :height - oy, max(-ox, 0):width - max(ox, 0)]
         offsets = torch.tensor(full, dtype=torch.int32, device=device)
         ys = torch.arange(height, dtype=torch.int32, device=device)[:, None, None]
         xs = torch.arange(width, dtype=torch.int32, device=device)[None, :, None]
