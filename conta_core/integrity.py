@@ -34,15 +34,16 @@ class DamagedArtifact(RuntimeError):
         super().__init__(f"{path} is damaged ({reason}); {detail}")
 
 
-def discard(path: str | os.PathLike, reason: str, *, remove: bool = True) -> DamagedArtifact:
-    """Delete the damaged file at ``path`` (if ``remove``) and return the error to raise.
+def discard(path: str | os.PathLike, reason: str, *, remove: bool = True,
+            error: type[DamagedArtifact] = DamagedArtifact) -> DamagedArtifact:
+    """Delete the damaged file at ``path`` (if ``remove``) and return the ``error`` to raise.
 
     The error's message names the file, what is wrong with it and what happened
     to it, so a failed job's log tells the user everything they need.
     """
     path = Path(path)
     if not remove:
-        return DamagedArtifact(path, reason, False, "it was left in place: delete it and rerun to rebuild it")
+        return error(path, reason, False, "it was left in place: delete it and rerun to rebuild it")
     try:
         path.unlink()
     except FileNotFoundError:
@@ -50,9 +51,8 @@ def discard(path: str | os.PathLike, reason: str, *, remove: bool = True) -> Dam
         detail = f"it was deleted so that the next run rebuilds it: {RERUN_HINT}"
     except OSError as err:
         log.error("%s is damaged (%s) but could not be deleted: %s", path, reason, err)
-        return DamagedArtifact(path, reason, False,
-                               f"it could not be deleted ({err}): delete it by hand, then {RERUN_HINT}")
+        return error(path, reason, False, f"it could not be deleted ({err}): delete it by hand, then {RERUN_HINT}")
     else:
         detail = f"it was deleted so that the next run rebuilds it: {RERUN_HINT}"
     log.error("%s is damaged (%s); deleted it for a rebuild", path, reason)
-    return DamagedArtifact(path, reason, True, detail)
+    return error(path, reason, True, detail)

@@ -12,15 +12,24 @@ file that looks finished, and its restart keeps the items already in the
 journal (see :class:`MapWriter`). The root attributes record what made the
 file (kind, round, step, config digest, class names, package version) so a
 stale or foreign file is caught when it is opened.
+
+Checksums: gzip's own check covers only compressed chunks, and nothing covers
+attributes, small uncompressed arrays or data rewritten in place. Every item
+therefore carries ``crc32`` (CRC-32 of its id, dtype, shape and bytes) and
+``attrs_crc32`` (of its other attributes), file-level arrays have theirs in
+the root attribute ``arrays_crc32``, and ``root_crc32`` covers the root
+attributes and the number of items. A reader checks the root when it opens the
+file and an item when it reads it, so the cost follows what is read. A file
+found damaged (truncated, unreadable, a checksum mismatch) is deleted and
+:class:`DamagedStoreFile` says so: the next run rebuilds it (see
+:mod:`conta_core.integrity`).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import struct
 import time
 import zlib
 from pathlib import Path
@@ -30,14 +39,48 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .integrity import DamagedArtifact, discard
+from .journal import JournalError, _Journal, partial_ids  # noqa: F401 (partial_ids: re-exported)
 
 FORMAT = "conta-maps/1"
 
 log = logging.getLogger(__name__)
 
 
+CHECKSUM = "crc32/1"  # root attribute "checksum": the scheme below; absent: unverifiable file
+
+
 class StoreError(RuntimeError):
     """An artifact file is missing, incomplete, foreign or stale."""
+
+
+class DamagedStoreFile(StoreError, DamagedArtifact):
+    """A finished artifact whose bytes are damaged (deleted unless the reader was told not to)."""
+
+
+def _crc_item(image_id: str, array: np.ndarray) -> int:
+    head = json.dumps([image_id, array.dtype.str, list(array.shape)]).encode()
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"), zlib.crc32(head))
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return {"scalar": value.item(), "dtype": value.dtype.str}
+    return value
+
+
+def _crc_attrs(attrs: Any, skip: tuple[str, ...]) -> int:
+    """CRC-32 of HDF5 attributes as h5py returns them (the writer reads back what it wrote)."""
+    items = sorted((name, _canonical(value)) for name, value in attrs.items() if name not in skip)
+    return zlib.crc32(json.dumps(items, default=repr).encode())
+
+
+_ITEM_CRCS = ("crc32", "attrs_crc32")
+_ROOT_CRC = "root_crc32"
 
 
 def digest(obj: Any) -> str:
@@ -167,6 +210,12 @@ class MapWriter:
 
     def _build(self) -> None:
         """The HDF5 file from the journal's newest records, written to the temp name."""
+        try:
+            self._write_hdf5()
+        except JournalError as err:
+            raise StoreError(str(err)) from err
+
+    def _write_hdf5(self) -> None:
         with h5py.File(self._tmp, "w") as f:
             root = f.attrs
             root["format"] = FORMAT
@@ -176,10 +225,12 @@ class MapWriter:
             root["complete"] = False
             for name, value in self.attrs.items():
                 root[name] = _encode_attr(value)
+            array_crcs = {}
             for name, offset in self._arrays.items():
                 _, array = self._journal.read(offset)
                 f.create_dataset(name, data=array, compression="gzip",
                                  compression_opts=self.compression_level)
+                array_crcs[name] = _crc_item(name, array)
             items = f.create_group("items")
             for image_id, offset in self._items.items():
                 meta, array = self._journal.read(offset)
@@ -189,9 +240,16 @@ class MapWriter:
                                   compression_opts=self.compression_level, shuffle=True)
                 ds = items.create_dataset(_key(image_id), data=array, **kwargs)
                 for name, value in meta["attrs"].items():
+                    if name in _ITEM_CRCS:
+                        raise StoreError(f"{self.path}: item attribute {name!r} is reserved for the checksum")
                     ds.attrs[name] = _encode_attr(_unjson_attr(value))
+                ds.attrs["attrs_crc32"] = _crc_attrs(ds.attrs, _ITEM_CRCS)
+                ds.attrs["crc32"] = _crc_item(image_id, array)
+            root["checksum"] = CHECKSUM
+            root["arrays_crc32"] = _encode_attr(array_crcs)
             root["complete"] = True
             root["num_items"] = len(items)
+            root[_ROOT_CRC] = _crc_attrs(root, (_ROOT_CRC,))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         journal = self._journal
@@ -210,162 +268,6 @@ class MapWriter:
             journal.close()
             if self._tmp.exists():
                 self._tmp.unlink()
-
-
-_MAGIC = b"CONTA-PARTIAL/1\n"
-_RECORD = struct.Struct("<4sIQI")  # tag, meta bytes, payload bytes, crc32 of meta + payload
-
-
-class _Journal:
-    """Append-only record file behind :class:`MapWriter` (see its docstring)."""
-
-    def __init__(self, path: Path, fd: int, writable: bool = True):
-        self.path = path
-        self.fd = fd
-        self.file = os.fdopen(fd, "r+b" if writable else "rb", buffering=0)
-
-    @classmethod
-    def open_locked(cls, path: Path) -> "_Journal":
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("%s is being written by another process; waiting for it", path)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as err:  # a file system without flock (some Lustre mounts): go on unlocked
-                log.debug("cannot lock %s (%s); writing without a lock", path, err)
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                return cls(path, fd)
-            os.close(fd)  # the holder finished and removed it: open the new one
-
-    def restart(self, header: dict) -> None:
-        self.file.truncate(0)
-        self.file.seek(0)
-        self.file.write(_MAGIC)
-        self.append(b"HEAD", header, None)
-
-    def recover(self, expected_digest: str) -> tuple[dict[str, int], dict[str, int]] | None:
-        """Index the complete records; None when the journal is empty, foreign or unreadable."""
-        size = os.fstat(self.fd).st_size
-        if size == 0:
-            return None
-        self.file.seek(0)
-        if self.file.read(len(_MAGIC)) != _MAGIC:
-            log.warning("%s is not a journal of this format; rebuilding", self.path)
-            return None
-        offset = len(_MAGIC)
-        first = self._record_at(offset, size)
-        if first is None or first[0] != b"HEAD":
-            log.warning("%s has no readable header (truncated); rebuilding", self.path)
-            return None
-        tag, meta, _, end = first
-        if meta.get("digest") != expected_digest:
-            log.warning("%s was written by a different step or configuration (%s); rebuilding",
-                        self.path, {k: meta.get(k) for k in ("kind", "package_version", "attrs")})
-            return None
-        items, arrays = {}, {}
-        offset = end
-        while offset < size:
-            record = self._record_at(offset, size)
-            if record is None:
-                log.warning("%s: dropping %d byte(s) of a torn last record", self.path, size - offset)
-                self.file.truncate(offset)
-                break
-            tag, meta, _, end = record
-            if tag == b"ITEM":
-                items[meta["id"]] = offset
-            elif tag == b"ARRY":
-                arrays[meta["name"]] = offset
-            offset = end
-        self.file.seek(offset)
-        return items, arrays
-
-    def _record_at(self, offset: int, size: int, payload: bool = False):
-        """``(tag, meta, payload bytes or None, end offset)``, or None for a torn/corrupt record."""
-        if offset + _RECORD.size > size:
-            return None
-        self.file.seek(offset)
-        tag, meta_len, data_len, crc = _RECORD.unpack(self.file.read(_RECORD.size))
-        end = offset + _RECORD.size + meta_len + data_len
-        if tag not in (b"HEAD", b"ITEM", b"ARRY") or end > size:
-            return None
-        body = self.file.read(meta_len + data_len)
-        if len(body) != meta_len + data_len or zlib.crc32(body) != crc:
-            return None
-        try:
-            meta = json.loads(body[:meta_len])
-        except ValueError:
-            return None
-        return tag, meta, (body[meta_len:] if payload else None), end
-
-    def append(self, tag: bytes, meta: dict, array: np.ndarray | None) -> int:
-        meta_bytes = json.dumps(meta).encode()
-        data = b"" if array is None else zlib.compress(array.tobytes(), 1)
-        offset = self.file.seek(0, os.SEEK_END)
-        crc = zlib.crc32(data, zlib.crc32(meta_bytes))
-        # One write per record: a kill leaves at most this record torn, which recovery cuts off.
-        view = memoryview(_RECORD.pack(tag, len(meta_bytes), len(data), crc) + meta_bytes + data)
-        while view:
-            view = view[self.file.write(view):]
-        return offset
-
-    def read(self, offset: int) -> tuple[dict, np.ndarray]:
-        record = self._record_at(offset, os.fstat(self.fd).st_size, payload=True)
-        if record is None:
-            raise StoreError(f"{self.path}: record at byte {offset} is damaged")
-        _, meta, data, _ = record
-        array = np.frombuffer(zlib.decompress(data), dtype=np.dtype(meta["dtype"]))
-        return meta, array.reshape(meta["shape"])
-
-    def complete_ids(self) -> list[str]:
-        """Ids of the complete item records after a valid header, in write order (read only)."""
-        size = os.fstat(self.fd).st_size
-        self.file.seek(0)
-        if self.file.read(len(_MAGIC)) != _MAGIC:
-            return []
-        offset, ids = len(_MAGIC), []
-        first = self._record_at(offset, size)
-        if first is None or first[0] != b"HEAD":
-            return []
-        offset = first[3]
-        while (record := self._record_at(offset, size)) is not None:
-            if record[0] == b"ITEM" and record[1]["id"] not in ids:
-                ids.append(record[1]["id"])
-            offset = record[3]
-        return ids
-
-    def remove(self) -> None:
-        try:
-            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
-                self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def close(self) -> None:
-        self.file.close()  # also drops the flock
-
-
-def partial_ids(target: str | os.PathLike) -> list[str]:
-    """Image ids a restarted :class:`MapWriter` for ``target`` could keep from ``<target>.partial``.
-
-    For diagnostics and tests; empty when there is no journal or its header is
-    unreadable. Does not check that the journal matches a particular writer.
-    """
-    partial = Path(target).with_name(Path(target).name + ".partial")
-    try:
-        fd = os.open(partial, os.O_RDONLY)
-    except FileNotFoundError:
-        return []
-    journal = _Journal(partial, fd, writable=False)
-    try:
-        return journal.complete_ids()
-    finally:
-        journal.close()
 
 
 def _json_attr(value: Any) -> Any:
@@ -393,24 +295,40 @@ class MapReader:
     ``expect`` maps root attribute names to required values (e.g. the class
     names or the round); any mismatch raises :class:`StoreError` naming the
     file and the attribute, so a stale or foreign file is never used silently.
+
+    Damage (the file is truncated or not HDF5, a checksum fails, data does not
+    decompress) raises :class:`DamagedStoreFile` on open or on the read that
+    meets it, after deleting the file when ``remove_damaged`` (the default: the
+    workflow's readers read only rebuildable outputs), so the next run rebuilds
+    it. Problems of the surroundings (permissions, locks) delete nothing.
     """
 
     def __init__(self, path: str | os.PathLike, *, kind: str | None = None,
-                 expect: dict | None = None):
+                 expect: dict | None = None, remove_damaged: bool = True):
         self.path = Path(path)
-        self._kind, self._expect = kind, expect
+        self._kind, self._expect, self._remove = kind, expect, remove_damaged
+        self._file = None
         if not self.path.exists():
             raise StoreError(f"{self.path}: artifact file does not exist")
+        if not self.path.is_file() or not os.access(self.path, os.R_OK):
+            raise StoreError(f"{self.path}: not a readable file (check its type and permissions)")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as err:
-            raise StoreError(f"{self.path}: not a readable HDF5 file ({err})") from err
-        self.attrs = {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+            if "errno" in str(err):  # a system call failed (lock, I/O): not the file's content
+                raise StoreError(f"{self.path}: cannot open ({err})") from err
+            raise self._damaged(f"not a readable HDF5 file: {_h5_reason(err)}") from err
+        try:
+            self.attrs = {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+            self._verify_root()
+            self._items = self._file["items"]
+        except DamagedStoreFile:
+            raise
+        except Exception as err:  # h5py raises many types for damaged metadata
+            raise self._damaged(f"unreadable metadata: {_h5_reason(err)}") from err
         problems = []
         if self.attrs.get("format") != FORMAT:
             problems.append(f"format is {self.attrs.get('format')!r}, expected {FORMAT!r}")
-        if not self.attrs.get("complete", False):
-            problems.append("file is incomplete (its writer did not finish)")
         if kind is not None and self.attrs.get("kind") != kind:
             problems.append(f"kind is {self.attrs.get('kind')!r}, expected {kind!r}")
         for name, value in (expect or {}).items():
@@ -418,16 +336,39 @@ class MapReader:
             if _normalise(got) != _normalise(value):
                 problems.append(f"attribute {name!r} is {got!r}, expected {value!r}")
         if problems:
-            self._file.close()
+            self.close()
             raise StoreError(f"{self.path}: " + "; ".join(problems))
-        self._items = self._file["items"]
+
+    def _verify_root(self) -> None:
+        if self.attrs.get("format") != FORMAT and _ROOT_CRC not in self.attrs:
+            return  # not this store's file: reported as foreign, not as damaged
+        if not self.attrs.get("complete", False):
+            raise self._damaged("file is incomplete (its writer did not finish)")
+        if self.attrs.get("checksum") != CHECKSUM:
+            raise self._damaged(f"it has no {CHECKSUM} checksums (written by an older version): "
+                                "it cannot be verified")
+        if self.attrs.get(_ROOT_CRC) != _crc_attrs(self._file.attrs, (_ROOT_CRC,)):
+            raise self._damaged("checksum of the root attributes does not match")
+        if self.attrs.get("num_items") != len(self._file["items"]):
+            raise self._damaged(f"{len(self._file['items'])} items, the file says {self.attrs.get('num_items')}")
+
+    def _damaged(self, reason: str) -> DamagedStoreFile:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - closing a damaged file may fail too
+                pass
+        return discard(self.path, reason, remove=self._remove, error=DamagedStoreFile)
 
     def __reduce__(self):
         # An open h5py file cannot be pickled: a copy in another process reopens the path.
-        return (_open_reader, (str(self.path), self._kind, self._expect))
+        return (_open_reader, (str(self.path), self._kind, self._expect, self._remove))
 
     def ids(self) -> list[str]:
-        return [_unkey(k) for k in self._items.keys()]
+        try:
+            return [_unkey(k) for k in self._items.keys()]
+        except Exception as err:
+            raise self._damaged(f"the item list is unreadable: {_h5_reason(err)}") from err
 
     def __contains__(self, image_id: str) -> bool:
         return _key(image_id) in self._items
@@ -436,21 +377,49 @@ class MapReader:
         return len(self._items)
 
     def get(self, image_id: str) -> np.ndarray:
+        """The image's array, checked against its CRC-32."""
         key = _key(image_id)
         if key not in self._items:
             raise StoreError(f"{self.path}: no entry for image id {image_id!r}")
-        return self._items[key][()]
+        try:
+            dataset = self._items[key]
+            array = dataset[()]
+            stored = dataset.attrs.get("crc32")
+        except Exception as err:  # a chunk that does not decompress, a broken object header
+            raise self._damaged(f"item {image_id!r} is unreadable: {_h5_reason(err)}") from err
+        if stored is None or int(stored) != _crc_item(image_id, np.asarray(array)):
+            raise self._damaged(f"item {image_id!r} fails its checksum")
+        return array
 
     def item_attrs(self, image_id: str) -> dict:
-        return {k: _decode_attr(v) for k, v in self._items[_key(image_id)].attrs.items()}
+        """The image's attributes (without the checksums), checked against their CRC-32."""
+        if _key(image_id) not in self._items:
+            raise StoreError(f"{self.path}: no entry for image id {image_id!r}")
+        try:
+            attrs = self._items[_key(image_id)].attrs
+            stored, actual = attrs.get("attrs_crc32"), _crc_attrs(attrs, _ITEM_CRCS)
+            decoded = {k: _decode_attr(v) for k, v in attrs.items() if k not in _ITEM_CRCS}
+        except Exception as err:
+            raise self._damaged(f"attributes of item {image_id!r} are unreadable: {_h5_reason(err)}") from err
+        if stored is None or int(stored) != actual:
+            raise self._damaged(f"attributes of item {image_id!r} fail their checksum")
+        return decoded
 
     def array(self, name: str) -> np.ndarray:
         if name not in self._file:
             raise StoreError(f"{self.path}: no file-level array {name!r}")
-        return self._file[name][()]
+        try:
+            array = self._file[name][()]
+        except Exception as err:
+            raise self._damaged(f"array {name!r} is unreadable: {_h5_reason(err)}") from err
+        stored = (self.attrs.get("arrays_crc32") or {}).get(name)
+        if stored is None or int(stored) != _crc_item(name, np.asarray(array)):
+            raise self._damaged(f"array {name!r} fails its checksum")
+        return array
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
     def __enter__(self) -> "MapReader":
         return self
@@ -459,13 +428,18 @@ class MapReader:
         self.close()
 
 
+def _h5_reason(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.replace("Unable to synchronously open file ", "").replace("Can't synchronously read data ", "")
+
+
 class ShardedReader:
     """Several shard files read as one store keyed by image id."""
 
     def __init__(self, paths: Iterable[str | os.PathLike], *, kind: str | None = None,
-                 expect: dict | None = None):
-        self._kind, self._expect = kind, expect
-        self.readers = [MapReader(p, kind=kind, expect=expect) for p in paths]
+                 expect: dict | None = None, remove_damaged: bool = True):
+        self._kind, self._expect, self._remove = kind, expect, remove_damaged
+        self.readers = [MapReader(p, kind=kind, expect=expect, remove_damaged=remove_damaged) for p in paths]
         if not self.readers:
             raise StoreError("no shard files given")
         self._where: dict[str, MapReader] = {}
@@ -478,7 +452,7 @@ class ShardedReader:
         self.attrs = self.readers[0].attrs
 
     def __reduce__(self):
-        return (_open_sharded, ([str(r.path) for r in self.readers], self._kind, self._expect))
+        return (_open_sharded, ([str(r.path) for r in self.readers], self._kind, self._expect, self._remove))
 
     def ids(self) -> list[str]:
         return list(self._where)
@@ -512,12 +486,13 @@ class ShardedReader:
         self.close()
 
 
-def _open_reader(path: str, kind: str | None, expect: dict | None) -> MapReader:
-    return MapReader(path, kind=kind, expect=expect)
+def _open_reader(path: str, kind: str | None, expect: dict | None, remove_damaged: bool = True) -> MapReader:
+    return MapReader(path, kind=kind, expect=expect, remove_damaged=remove_damaged)
 
 
-def _open_sharded(paths: list[str], kind: str | None, expect: dict | None) -> ShardedReader:
-    return ShardedReader(paths, kind=kind, expect=expect)
+def _open_sharded(paths: list[str], kind: str | None, expect: dict | None,
+                  remove_damaged: bool = True) -> ShardedReader:
+    return ShardedReader(paths, kind=kind, expect=expect, remove_damaged=remove_damaged)
 
 
 def _normalise(value: Any) -> Any:

@@ -254,3 +254,142 @@ def test_readers_pickle_by_path(tmp_path):
         np.testing.assert_array_equal(copy.item_attrs("id0")["extra"], np.arange(3))
         copy.close()
         reader.close()
+
+
+# --- damaged finished files (issue 10, item 6): detected, deleted, named --------------------
+
+from conta_core.integrity import DamagedArtifact  # noqa: E402
+from conta_core.store import DamagedStoreFile  # noqa: E402
+
+
+def _cam_file(path, n=6, size=40):
+    rng = np.random.default_rng(0)
+    arrays = {f"img_{i}": rng.random((2, size, size)).astype(np.float16) for i in range(n)}
+    with MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+        for image_id, a in arrays.items():
+            w.put(image_id, a, classes=[1, 2])
+        w.put_array("confounder", rng.random((3, 4, 4)).astype(np.float32))
+    return arrays
+
+
+def _read_all(path, **kwargs):
+    with MapReader(path, kind="cam", **kwargs) as r:
+        for image_id in r.ids():
+            r.get(image_id)
+            r.item_attrs(image_id)
+        r.array("confounder")
+
+
+def _assert_deleted_and_named(err, path):
+    message = str(err.value)
+    assert isinstance(err.value, DamagedArtifact) and isinstance(err.value, StoreError)
+    assert str(path) in message and "damaged" in message
+    assert "deleted" in message and "rerun the same command" in message
+    assert not path.exists()
+
+
+def test_intact_file_passes_every_check(tmp_path):
+    path = tmp_path / "cam.h5"
+    arrays = _cam_file(path)
+    _read_all(path)
+    with MapReader(path) as r:
+        np.testing.assert_array_equal(r.get("img_2"), arrays["img_2"])
+        assert r.item_attrs("img_2") == {"classes": [1, 2]}  # the checksums are not attributes to callers
+    assert path.exists()
+
+
+def test_truncated_file_is_deleted_with_a_rerun_hint(tmp_path):
+    path = tmp_path / "cam.h5"
+    _cam_file(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DamagedStoreFile, match="truncated") as err:
+        MapReader(path, kind="cam")
+    _assert_deleted_and_named(err, path)
+
+
+def _content(path):
+    with MapReader(path, remove_damaged=False) as r:
+        return ({i: (r.get(i).tobytes(), r.item_attrs(i)) for i in r.ids()},
+                r.array("confounder").tobytes(), {k: v for k, v in r.attrs.items()})
+
+
+@pytest.mark.parametrize("where", [i / 20 for i in range(1, 20)])
+def test_flipped_bytes_are_detected_or_provably_harmless(tmp_path, where):
+    """64 bytes flipped anywhere: the reader raises (and deletes the file), or the bytes were
+    unused (B-tree slack, free space) and every value reads exactly as written."""
+    path = tmp_path / "cam.h5"
+    _cam_file(path)
+    original = _content(path)
+    raw = bytearray(path.read_bytes())
+    at = int(len(raw) * where)
+    raw[at:at + 64] = bytes(b ^ 0xFF for b in raw[at:at + 64])
+    path.write_bytes(bytes(raw))
+    try:
+        _read_all(path)
+    except DamagedStoreFile as err:
+        assert str(path) in str(err) and "deleted" in str(err) and not path.exists()
+    else:
+        assert _content(path) == original, "damaged bytes were read as valid"
+
+
+@pytest.mark.parametrize("what", ["item", "item_attr", "array", "root_attr"])
+def test_values_rewritten_in_place_fail_their_checksum(tmp_path, what):
+    """Valid HDF5, different numbers: gzip checks nothing here, only the stored CRCs see it."""
+    path = tmp_path / "cam.h5"
+    _cam_file(path)
+    with h5py.File(path, "r+") as f:
+        if what == "item":
+            f["items/img_3"][0, 5, 5] = 0.25 if f["items/img_3"][0, 5, 5] != 0.25 else 0.5
+        elif what == "item_attr":
+            f["items/img_3"].attrs["classes"] = "json:[1, 3]"
+        elif what == "array":
+            f["confounder"][0, 0, 0] = 7.0
+        else:
+            f.attrs["round"] = 1
+    with pytest.raises(DamagedStoreFile, match="checksum") as err:
+        _read_all(path)
+    _assert_deleted_and_named(err, path)
+
+
+def test_file_without_checksums_is_unverifiable(tmp_path):
+    path = tmp_path / "cam.h5"
+    _cam_file(path)
+    with h5py.File(path, "r+") as f:  # what conta-core wrote before checksums existed
+        for name in ("checksum", "root_crc32", "arrays_crc32"):
+            del f.attrs[name]
+    with pytest.raises(DamagedStoreFile, match="cannot be verified"):
+        MapReader(path)
+
+
+def test_remove_damaged_false_keeps_the_file_and_other_errors_delete_nothing(tmp_path):
+    path = tmp_path / "cam.h5"
+    _cam_file(path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DamagedStoreFile, match="left in place"):
+        MapReader(path, remove_damaged=False)
+    assert path.exists()
+    folder = tmp_path / "shard0.h5"
+    folder.mkdir()
+    with pytest.raises(StoreError) as err:
+        MapReader(folder)
+    assert not isinstance(err.value, DamagedArtifact) and folder.is_dir()
+    intact = tmp_path / "other.h5"
+    _cam_file(intact)
+    with pytest.raises(StoreError) as err:  # foreign or stale: reported, never deleted as damaged
+        MapReader(intact, kind="pseudo_mask", expect={"round": 3})
+    assert not isinstance(err.value, DamagedArtifact) and intact.exists()
+
+
+def test_damaged_shard_is_named_by_the_sharded_reader(tmp_path):
+    good, bad = tmp_path / "s0.h5", tmp_path / "s1.h5"
+    for path in (good, bad):
+        with MapWriter(path, kind="m") as w:
+            w.put(path.stem, np.arange(100, dtype=np.uint8).reshape(10, 10))
+    with h5py.File(bad, "r+") as f:
+        f[f"items/{bad.stem}"][0, 0] = 99
+    with ShardedReader([good, bad], kind="m") as r:
+        assert r.get("s0")[0, 0] == 0
+        with pytest.raises(DamagedStoreFile, match="s1.h5") as err:
+            r.get("s1")
+    _assert_deleted_and_named(err, bad)
+    assert good.exists()
