@@ -1,4 +1,4 @@
-"""REFERENCE ONLY -- used by tests/test_random_walk.py and bench/random_walk.py.
+"""REFERENCE ONLY -- used by tests (test_random_walk.py, test_affinitynet.py) and bench/random_walk.py.
 
 A deliberately plain, dense (N x N, N = h*w) implementation of IRNet's random
 walk, written the way IRNet computes it: build the full affinity matrix, raise
@@ -72,3 +72,36 @@ def dense_random_walk(cams: torch.Tensor, boundary: torch.Tensor, *, beta: float
         trans = torch.matmul(trans, trans)
     x = (cams * (1.0 - boundary.to(dtype))).reshape(k, n)
     return torch.matmul(x, trans).reshape(k, h, w)
+
+
+def dense_feature_affinity(feats: np.ndarray, radius: int, beta: float) -> np.ndarray:
+    """AffinityNet's dense ``A`` [N, N]: exp(-mean_d |f_i - f_j|) ** beta for 0 < |i - j| < radius, 1 on the diagonal.
+
+    Loops over every pixel pair of the full disk (both directions), independently
+    of the sparse half-neighbourhood code.
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    _, h, w = feats.shape
+    n = h * w
+    aff = np.zeros((n, n))
+    for i in range(n):
+        yi, xi = divmod(i, w)
+        for j in range(n):
+            yj, xj = divmod(j, w)
+            dist2 = (yi - yj) ** 2 + (xi - xj) ** 2
+            if i == j:
+                aff[i, j] = 1.0
+            elif dist2 < radius * radius:
+                aff[i, j] = np.exp(-np.abs(feats[:, yi, xi] - feats[:, yj, xj]).mean()) ** beta
+    return aff
+
+
+def dense_feature_walk(x: torch.Tensor, feats: torch.Tensor, *, radius: int = 5, beta: float = 8.0,
+                       exp_times: int = 8) -> torch.Tensor:
+    """AffinityNet's walk as its authors compute it: T = A / colsum(A), squared ``exp_times`` times, x T."""
+    k, h, w = x.shape
+    aff = torch.from_numpy(dense_feature_affinity(feats.detach().cpu().numpy(), radius, beta))
+    trans = aff / aff.sum(dim=0, keepdim=True)
+    for _ in range(int(exp_times)):
+        trans = trans @ trans
+    return (x.double().reshape(k, h * w) @ trans).reshape(k, h, w)
