@@ -153,3 +153,18 @@ def test_crf_scores_and_alpha_thresholds():
     assert (label[(c > 0.095) & (c < 0.27)] == 255).all()
     refined = an.crf_scores(image, cams, 4)  # the default (psa's) CRF runs and returns probabilities
     assert refined.shape == (2, 4, w) and np.allclose(refined.sum(0), 1, atol=1e-3)
+
+
+def test_training_loss_backward_and_label_reduction():
+    labels = torch.full((2, 20, 27), 255, dtype=torch.long)
+    labels[:, :, :12] = 0
+    labels[:, 4:, 14:] = 3
+    small = an.reduce_labels(labels)
+    assert small.shape == (2, 3, 4)
+    # cell centres y 4, 12, (20: padding), x 4, 12, 20, (28: padding)
+    assert small[0].tolist() == [[0, 255, 3, 255], [0, 255, 3, 255], [255, 255, 255, 255]]
+    torch.manual_seed(0)
+    net = an.AffinityNet(build_resnet38(0.0625, "none")).train()
+    loss = an.affinity_training_loss(net, {"image": torch.randn(2, 3, 20, 27), "label": labels})
+    loss.backward()
+    assert torch.isfinite(loss) and net.f9.weight.grad.abs().sum() > 0

@@ -34,12 +34,17 @@ import torch.nn.functional as F
 
 from ..crf import dense_crf
 from ..models.resnet38 import ResNet38
+from .affinity import affinity_labels
 from .random_walk import _pair_offsets, pair_affinity_matrix, propagate, transition_matrix
 
 STRIDE = 8
 # psa's crf_inference (the "public code" whose CRF defaults the paper uses): bilateral sxy 80, srgb 13.
 AFFINITYNET_CRF = {"iterations": 10, "pos_xy_std": 3.0, "pos_w": 3.0, "bi_xy_std": 80.0, "bi_rgb_std": 13.0,
                    "bi_w": 10.0}
+# The authors' train_aff.py: SGD poly, lr 0.1, weight decay 5e-4, batch 8, 8 epochs, crop 448 after a
+# long-side rescale to [448, 768]; new layers at 10x.
+TRAINING = {"optimizer": "sgd", "lr": 0.1, "weight_decay": 5e-4, "batch_size": 8, "epochs": 8, "crop": 448,
+            "long_side": [448, 768], "new_layer_lr_mult": 10.0}
 DEFAULTS = {"alpha": 16.0, "alpha_low": 4.0, "alpha_high": 24.0, "radius": 5, "beta": 8.0, "steps": 256}
 
 
@@ -140,6 +145,28 @@ def affinity_loss(aff: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor,
     pos = -torch.log(aff + 1e-5)
     return (mean_over(bg_pos, pos) / 4 + mean_over(fg_pos, pos) / 4
             + mean_over(neg, -torch.log(1.0 + 1e-5 - aff)) / 2)
+
+
+def reduce_labels(labels: torch.Tensor, stride: int = STRIDE, ignore_index: int = 255) -> torch.Tensor:
+    """Full-resolution label crops [B, H, W] -> the feature grid [B, ceil(H/s), ceil(W/s)]: the pixel at
+    each cell's centre (the map padded with ``ignore_index`` to a multiple of ``stride``)."""
+    h, w = labels.shape[-2:]
+    padded = F.pad(labels, (0, -w % stride, 0, -h % stride), value=ignore_index)
+    return padded[..., stride // 2::stride, stride // 2::stride]
+
+
+def affinity_training_loss(model: nn.Module, batch: dict, radius: int = DEFAULTS["radius"]) -> torch.Tensor:
+    """The training loop's loss: ``batch["image"]`` crops and ``batch["label"]`` confident label crops.
+
+    The confident labels are stored at full resolution (:func:`confident_labels` with stride 1) so
+    crops and flips apply to them as to the image; here they are sampled onto the stride-8 grid.
+    """
+    feats = model(batch["image"])
+    labels = reduce_labels(batch["label"])
+    if tuple(labels.shape[-2:]) != tuple(feats.shape[-2:]):
+        raise ValueError(f"labels on a {tuple(labels.shape[-2:])} grid, features {tuple(feats.shape[-2:])}")
+    bg, fg, neg = affinity_labels(labels, radius)
+    return affinity_loss(pair_affinities(feats, radius), bg, fg, neg)
 
 
 def walk_scores(cams: np.ndarray | torch.Tensor, alpha: float, size: tuple[int, int],
