@@ -16,6 +16,7 @@ from .crf import dense_crf
 from .data.datasets import SegmentationDataset, to_tensor
 from .models.backbone import build_resnet
 from .models.deeplab import DeepLabV2, msc_loss
+from .scalars import ScalarLog
 from .train import Checkpointing, TrainJob, TrainSettings, train_job
 
 
@@ -65,27 +66,60 @@ def load_segmenter(path) -> tuple[DeepLabV2, dict]:
     return model.eval(), meta
 
 
-def _segment_loss_global(model: DeepLabV2, batch: dict, *, ignore_index: int, ctx) -> torch.Tensor:
-    """:func:`msc_loss` for one DDP rank, normalised by the *global* count of labelled pixels.
+SEGMENT_LOSSES = ("ce", "balanced_ce")
 
-    Each rank's cross-entropy sum is divided by the number of non-ignored pixels
-    over all ranks and multiplied by the world size, so that DDP's gradient
-    average equals the gradient of the single-process mean over the global
-    batch (a per-rank mean would weight ranks with few labelled pixels up).
+
+def _scale_terms(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, balanced: bool,
+                 reduce=None) -> tuple[torch.Tensor, float]:
+    """(numerator, denominator) of one scale's loss; the loss is their ratio.
+
+    Labels are resized to the logits by nearest neighbour; n_c counts the
+    non-ignored pixels of class c (``reduce`` sums the counts over DDP ranks).
+
+    - ``ce``: sum_i CE_i / sum_c n_c, the mean over labelled pixels.
+    - ``balanced_ce``: sum_i CE_i / n_{y_i} / |P|, with P = {c : n_c > 0} the
+      classes present in the batch's pseudo-masks: the mean over the present
+      classes of each class's mean pixel loss. A class that covers 2% of the
+      batch weighs as much as the background that covers 70%; absent classes
+      get no weight (no division by zero).
+    """
+    target = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
+    counts = torch.bincount(target[target != ignore_index], minlength=logits.shape[1]).to(torch.float64)
+    if reduce is not None:
+        reduce(counts)
+    if not balanced:
+        return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum"), counts.sum().item()
+    present = counts > 0
+    weight = torch.where(present, 1.0 / counts.clamp(min=1), torch.zeros_like(counts)).float()
+    summed = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=ignore_index, reduction="sum")
+    return summed, present.sum().item()
+
+
+def _segment_loss_global(model: DeepLabV2, batch: dict, *, ignore_index: int, ctx,
+                         balanced: bool = False) -> torch.Tensor:
+    """The segmentation loss for one DDP rank, normalised by *global* pixel counts.
+
+    Each rank's sum is divided by the denominator over all ranks (labelled
+    pixels; for ``balanced_ce`` the classes present and their counts) and
+    multiplied by the world size, so that DDP's gradient average equals the
+    gradient of the single-process loss over the global batch (a per-rank mean
+    would weight ranks with few labelled pixels up).
     """
     total = 0.0
     for logits in model(batch["image"]):
-        target = F.interpolate(batch["label"][:, None].float(), size=logits.shape[-2:],
-                               mode="nearest")[:, 0].long()
-        count = (target != ignore_index).sum().to(torch.float64)
-        dist.all_reduce(count)
-        summed = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
-        total = total + summed * (ctx.world_size / count.clamp(min=1).item())
+        summed, norm = _scale_terms(logits, batch["label"], ignore_index, balanced, reduce=dist.all_reduce)
+        total = total + summed * (ctx.world_size / max(norm, 1.0))
     return total
 
 
-def _segment_loss(model: DeepLabV2, batch: dict, *, ignore_index: int) -> torch.Tensor:
-    return msc_loss(model(batch["image"]), batch["label"], ignore_index)
+def _segment_loss(model: DeepLabV2, batch: dict, *, ignore_index: int, balanced: bool = False) -> torch.Tensor:
+    if not balanced:
+        return msc_loss(model(batch["image"]), batch["label"], ignore_index)
+    total = 0.0
+    for logits in model(batch["image"]):
+        summed, norm = _scale_terms(logits, batch["label"], ignore_index, True)
+        total = total + summed / max(norm, 1.0)
+    return total
 
 
 def _segmenter_job(index, ids: list[str], masks, settings: dict, seed: int, ctx) -> TrainJob:
@@ -99,20 +133,23 @@ def _segmenter_job(index, ids: list[str], masks, settings: dict, seed: int, ctx)
     opt_groups = [{"params": groups["backbone"], "lr_mult": 1.0},
                   {"params": groups["aspp_weight"], "lr_mult": 10.0},
                   {"params": groups["aspp_bias"], "lr_mult": 20.0, "weight_decay": 0.0}]
+    name = settings.get("loss", "ce")
+    if name not in SEGMENT_LOSSES:
+        raise ValueError(f"config key segment.loss must be one of {SEGMENT_LOSSES}, got {name!r}")
     if ctx.world_size > 1:
-        loss = partial(_segment_loss_global, ignore_index=index.void, ctx=ctx)
+        loss = partial(_segment_loss_global, ignore_index=index.void, ctx=ctx, balanced=name == "balanced_ce")
     else:
-        loss = partial(_segment_loss, ignore_index=index.void)
+        loss = partial(_segment_loss, ignore_index=index.void, balanced=name == "balanced_ce")
     return TrainJob(model, dataset, loss, opt_groups)
 
 
 def train_segmenter(index, ids: list[str], masks, settings: dict, seed: int, device: torch.device,
-                    round_index: int, *, world_size: int = 1,
-                    checkpoint: Checkpointing | None = None) -> tuple[DeepLabV2, list[float]]:
+                    round_index: int, *, world_size: int = 1, checkpoint: Checkpointing | None = None,
+                    scalars: ScalarLog | None = None) -> tuple[DeepLabV2, list[float]]:
     """Train the round's DeepLab; ``world_size`` > 1 trains with DDP (see :func:`train_job`)."""
     build = partial(_segmenter_job, index, ids, masks, settings, seed)
     result = train_job(build, TrainSettings.from_config(settings, seed), device, f"segmenter round {round_index}",
-                       world_size=world_size, checkpoint=checkpoint)
+                       world_size=world_size, checkpoint=checkpoint, scalars=scalars)
     model = build_segmenter(settings, index.num_classes, load_weights=False)
     model.load_state_dict(result.state_dict)
     return model.eval(), result.history

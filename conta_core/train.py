@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .distributed import DistributedContext, all_reduce_mean, is_main, launch, shard_batch, wrap_model
+from .scalars import ScalarLog
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +250,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
 def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.Tensor],
           groups: list[dict], s: TrainSettings, device: torch.device, name: str, *,
           checkpoint: Checkpointing | None = None, ctx: DistributedContext | None = None,
-          step_losses: list[float] | None = None) -> list[float]:
+          step_losses: list[float] | None = None, scalars: ScalarLog | None = None) -> list[float]:
     """Train ``model`` in place; returns the mean loss of each epoch.
 
     ``checkpoint``: save every ``checkpoint.every`` iterations and resume from
     ``checkpoint.resume_from``. ``ctx``: this process's rank in a DDP group
     (None: one process); the model is wrapped here, rank 0 saves checkpoints.
     ``step_losses`` collects the (global-batch) loss of every step.
+    ``scalars``: TensorBoard loss and lr per iteration and epoch (main rank only).
     """
     ctx = ctx or DistributedContext(0, 1, device, None)
     if len(dataset) < s.batch_size:
@@ -282,6 +284,9 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
                   file=sys.stderr, flush=True)
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
     main = is_main(ctx)
+    scalars = scalars if main else None
+    if scalars is not None:
+        scalars.open(resume_iteration=iteration)
     for epoch in range(start_epoch, s.epochs):
         dataset.set_epoch(epoch)
         first = start_batch if epoch == start_epoch else 0
@@ -315,9 +320,13 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             if step_losses is not None:
                 step_losses.append(value)
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if scalars is not None:
+                scalars.iteration(iteration, value, optimizer.param_groups[0]["lr"])
             end_of_epoch = position + 1 == per_epoch
             if end_of_epoch:
                 history.append(total / per_epoch)
+                if scalars is not None:
+                    scalars.epoch(epoch + 1, history[-1], optimizer.param_groups[0]["lr"])
                 if main:
                     # tqdm.write: the line lands on a line of its own, not glued to the bar.
                     tqdm.write(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
@@ -336,6 +345,8 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             if delay:
                 time.sleep(delay)
     _check_weights(model, name, checkpoint, main, iteration)
+    if scalars is not None:
+        scalars.close()
     model.eval()
     return history
 
@@ -381,7 +392,8 @@ def _sync_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _rank_main(ctx: DistributedContext, build: Callable[[DistributedContext], TrainJob], s: TrainSettings,
-               name: str, checkpoint: Checkpointing | None, out: str | None) -> TrainResult | None:
+               name: str, checkpoint: Checkpointing | None, out: str | None,
+               scalars: ScalarLog | None = None) -> TrainResult | None:
     job = build(ctx)
     model = job.model
     if ctx.world_size > 1:
@@ -395,7 +407,7 @@ def _rank_main(ctx: DistributedContext, build: Callable[[DistributedContext], Tr
                       "slightly from single-process training", file=sys.stderr, flush=True)
     steps: list[float] = []
     history = train(model, job.dataset, job.loss_fn, job.groups, s, ctx.device, name,
-                    checkpoint=checkpoint, ctx=ctx, step_losses=steps)
+                    checkpoint=checkpoint, ctx=ctx, step_losses=steps, scalars=scalars)
     result = TrainResult({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
                          history, steps)
     if out is not None and is_main(ctx):
@@ -405,7 +417,8 @@ def _rank_main(ctx: DistributedContext, build: Callable[[DistributedContext], Tr
 
 
 def train_job(build: Callable[[DistributedContext], TrainJob], s: TrainSettings, device: torch.device, name: str,
-              *, world_size: int = 1, checkpoint: Checkpointing | None = None) -> TrainResult:
+              *, world_size: int = 1, checkpoint: Checkpointing | None = None,
+              scalars: ScalarLog | None = None) -> TrainResult:
     """Build and train a model on ``world_size`` ranks; returns rank 0's weights and losses.
 
     ``build(ctx)`` makes the model, dataset, loss and optimizer groups; with
@@ -418,11 +431,11 @@ def train_job(build: Callable[[DistributedContext], TrainJob], s: TrainSettings,
         raise ValueError(f"{name}: batch_size {s.batch_size} cannot be split over {world_size} "
                          "devices; choose a batch size divisible by resources.train_gpus")
     if world_size == 1:
-        return _rank_main(DistributedContext(0, 1, device, None), build, s, name, checkpoint, None)
+        return _rank_main(DistributedContext(0, 1, device, None), build, s, name, checkpoint, None, scalars)
     print(f"[{name}] data-parallel training on {world_size} {device.type} rank(s), "
           f"global batch {s.batch_size}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="conta-ddp-") as tmp:
         out = str(Path(tmp) / "result.pt")
-        launch(_rank_main, world_size, args=(build, s, name, checkpoint, out), device=device.type)
+        launch(_rank_main, world_size, args=(build, s, name, checkpoint, out, scalars), device=device.type)
         state = torch.load(out, map_location="cpu", weights_only=True)
     return TrainResult(state["state_dict"], state["history"], state["steps"])

@@ -9,6 +9,7 @@ from _common import add_checkpoint_args, checkpointing, parser, setup
 
 from conta_core.classify import save_model
 from conta_core.data.index import DatasetIndex
+from conta_core.scalars import ScalarLog
 from conta_core.segment import SEGMENTER_FORMAT, train_segmenter
 from conta_core.store import ShardedReader
 
@@ -19,9 +20,11 @@ if __name__ == "__main__":
     p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True)
     add_checkpoint_args(p)
+    p.add_argument("--tensorboard", type=Path, help="write TensorBoard scalars here (logging.tensorboard)")
     args = p.parse_args()
     s = args.settings
     device = setup(args)
+    scalars = ScalarLog(str(args.tensorboard)) if args.tensorboard else None  # fails now if not installed
     index = DatasetIndex.load(args.index_dir)
     checkpoint = checkpointing(args, [args.index_dir / "index.csv", args.index_dir / "classes.json",
                                       *args.pseudo_masks])
@@ -32,7 +35,8 @@ if __name__ == "__main__":
         if missing:
             raise SystemExit(f"{missing} training images have no pseudo-mask in {args.pseudo_masks}")
         model, history = train_segmenter(index, ids, masks, s["segment"], s["seed"], device, args.round,
-                                         world_size=max(1, args.gpus or 1), checkpoint=checkpoint)
+                                         world_size=max(1, args.gpus or 1), checkpoint=checkpoint,
+                                         scalars=scalars)
     # What conta-predict needs to rebuild the model and read and colour images as the workflow does.
     save_model(args.out, model, {"format": SEGMENTER_FORMAT, "round": args.round, "settings": s,
                                  "loss_history": history, "class_names": index.classes,
