@@ -81,6 +81,16 @@ def confident_labels(probs_low: np.ndarray, probs_high: np.ndarray, class_ids: S
     return label.astype(np.uint8)
 
 
+def make_aff_label(image: np.ndarray, cams: np.ndarray, class_ids: Sequence[int], *,
+                   alpha_low: float = DEFAULTS["alpha_low"], alpha_high: float = DEFAULTS["alpha_high"],
+                   crf: dict | None = None) -> np.ndarray:
+    """One image's full-resolution confident labels (uint8 [H, W]; 255 unsure) for affinity training."""
+    if len(class_ids) == 0:  # no class: everything the background CRF keeps is background
+        return np.zeros(image.shape[:2], np.uint8)
+    return confident_labels(crf_scores(image, cams, alpha_low, crf), crf_scores(image, cams, alpha_high, crf),
+                            class_ids, stride=1)
+
+
 def cam_labels(cams: np.ndarray, class_ids: Sequence[int], alpha: float = DEFAULTS["alpha"]) -> np.ndarray:
     """The CAM's own labels: arg-max of [(1 - max CAM) ** alpha, CAMs] (alpha 16 by default)."""
     lookup = np.array([0, *[int(c) for c in class_ids]], dtype=np.uint8)
