@@ -209,3 +209,17 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(v, resumed[k]), k
     fresh, _ = run(None)  # a control: an independent run reproduces too, a different seed would not
     assert all(torch.equal(v, fresh[k]) for k, v in full.items())
+
+
+def test_inference_cams_through_the_shared_multiscale_path():
+    from conta_core.cam import infer_cams
+    model = tiny_seam(3).eval()
+    images = np.random.default_rng(0).integers(0, 256, (1, 40, 48, 3), dtype=np.uint8)
+    cams = infer_cams(model, images, [[1, 3]], [1.0], False, torch.device("cpu"))[0]
+    from conta_core.data.datasets import to_tensor
+    with torch.no_grad():
+        raw = model.cam(to_tensor(images[0])[None])[0, [0, 2]]       # PCM-refined, stride 8
+    up = F.interpolate(raw[None], size=(40, 48), mode="bilinear", align_corners=False)[0].numpy()
+    assert np.allclose(cams, up / (up.max(axis=(1, 2), keepdims=True) + 1e-5), atol=1e-5)
+    norm = seam.min_max_normalise(cams)
+    assert np.allclose(norm.max(axis=(1, 2)), 1, atol=1e-3) and np.allclose(norm.min(axis=(1, 2)), 0)
