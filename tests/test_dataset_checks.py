@@ -222,8 +222,9 @@ def test_mask_matching_only_the_unrotated_photo_is_refused(tmp_path):
     assert "id 'a': mask is 80x60, the size of the image's stored pixels" in message
     assert "EXIF orientation (6" in message and "'b'" not in message
     (root / "ImageSets/Segmentation/train.txt").write_text("b\n")
-    index = build_index(cfg(root, classes=["background", "thing"], splits={"train": "train.txt"}),
-                        tmp_path / "index")
+    with pytest.warns(UserWarning, match=r"EXIF orientation applied to 1 image\(s\).*'b'"):
+        index = build_index(cfg(root, classes=["background", "thing"], splits={"train": "train.txt"}),
+                            tmp_path / "index")
     assert index.size("b") == (80, 60) and index.read_image("b").shape == (80, 60, 3)
 
 

@@ -547,3 +547,15 @@ def test_voc12_with_sbd_through_the_workflow(voc, tmp_path):
     log = (tmp_path / "work2/results/real/logs/dataset_index.log").read_text()
     assert "id 's3'" in log and str(sbd / "dataset/cls/s3.mat") in log
     assert not (tmp_path / "work2/results/real/dataset/sbd_masks.h5").exists()
+
+
+def test_coco14_exif_rotated_image_with_raw_size_annotation_is_refused(coco, tmp_path):
+    # Issue 10 item 9: the annotation matches the stored pixels, but the EXIF tag turns the
+    # image; every step reads it upright, so its mask would not fit.
+    path = coco / "train2014" / "COCO_train2014_000000000025.jpg"
+    tags = Image.Exif()
+    tags[0x0112] = 6
+    Image.open(path).convert("RGB").save(path, quality=90, exif=tags.tobytes())
+    with pytest.raises(DatasetError, match=r"id 'COCO_train2014_000000000025': image is "
+                       rf"{H}x{W} but its annotation says {W}x{H} .*EXIF orientation \(6"):
+        build_index(coco_cfg(coco), tmp_path / "index")

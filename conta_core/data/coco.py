@@ -43,8 +43,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..store import MapWriter, digest
+from .images import ORIENTATION_NAMES, SWAPPING
 from .index import (GT_MASK_KIND, DatasetError, Inspection, Item, Problem, Scan, bad,
-                    check_class_list, dataset_root, decode_image, inspect_many)
+                    check_class_list, dataset_root, decode_image_oriented, inspect_many)
 from .palette import voc_colormap
 
 VOID = 255
@@ -155,13 +156,18 @@ def _image_task(image_id: str, item: Item, verify: bool):
         path = Path(item.image)
         if not verify:
             return Inspection(item) if path.is_file() else bad(image_id, "image file is missing", path)
-        size, error = decode_image(path)
+        size, orient, error = decode_image_oriented(path)
         if error:
             return bad(image_id, error, path)
         if size != (item.width, item.height):
+            rotated = ""
+            if orient in SWAPPING and size == (item.height, item.width):
+                rotated = (f"; only its stored pixels match the annotation, but its EXIF orientation "
+                           f"({orient}, {ORIENTATION_NAMES[orient]}) turns it, and every step reads "
+                           "images upright: remove the orientation tag from the file")
             return bad(image_id, f"image is {size[0]}x{size[1]} but its annotation says "
-                       f"{item.width}x{item.height} (width x height)", path)
-        return Inspection(item)
+                       f"{item.width}x{item.height} (width x height){rotated}", path)
+        return Inspection(item, orientation=orient)
     return inspect
 
 

@@ -172,8 +172,9 @@ def inspect_image_and_mask(image_id: str, image_path: Path, mask_path: Path | No
                        f"{ORIENTATION_NAMES[orient]}) makes it {width}x{height} as every step reads "
                        "it: the mask was drawn on the unrotated pixels. Rotate the mask the same "
                        "way, or remove the orientation tag from the image", image_path, mask_path)
+        turned = " (the image's size turned 90 degrees)" if mask_size == (height, width) else ""
         return bad(image_id, f"mask is {mask_size[0]}x{mask_size[1]} but the image is "
-                   f"{width}x{height} (width x height)", image_path, mask_path)
+                   f"{width}x{height} (width x height){turned}", image_path, mask_path)
     if label_map is not None:
         mask = label_map[mask]
     found = check_mask_values(image_id, Item(str(image_path), str(mask_path), height, width, ()),
@@ -513,8 +514,9 @@ def _check_sizes(scan: Scan, max_side: int | None) -> None:
     if scan.rotated:
         shown = ", ".join(repr(i) for i in scan.rotated[:10])
         more = f" and {len(scan.rotated) - 10} more" if len(scan.rotated) > 10 else ""
-        scan.notes.append(f"EXIF orientation applied to {len(scan.rotated)} image(s) (every step "
-                          f"reads them upright): {shown}{more}")
+        scan.warnings.append(f"EXIF orientation applied to {len(scan.rotated)} image(s): every step "
+                             f"reads them upright, and their masks match the upright size: "
+                             f"{shown}{more}")
 
 
 def _check_skip_share(scan: Scan, splits: dict[str, list[str]], fraction, header: str) -> None:
