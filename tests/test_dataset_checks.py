@@ -85,6 +85,7 @@ def test_short_class_list_is_named_as_a_class_list_problem(syn, tmp_path):
         count = sum(value in m for m in masks)
         assert f"{value} ({count} masks)" in message
     assert "on_bad_item: skip" not in message  # not offered as the fix
+    assert "(1 problem)" in message and "For example: id '" in message  # one cause, not a list of ids
 
 
 def test_voc_mini_with_five_names_is_a_class_list_problem(tmp_path):

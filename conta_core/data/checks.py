@@ -140,7 +140,7 @@ def class_list_problem(foreign_masks: dict[int, int], masks_with_foreign: int, m
     if masks_with_foreign < CLASS_LIST_MIN_MASKS or \
             masks_with_foreign < CLASS_LIST_MIN_SHARE * masks_checked:
         return None
-    values = ", ".join(f"{v} ({n} masks)" for v, n in sorted(foreign_masks.items()))
+    values = ", ".join(f"{v} ({n} mask{'s' if n != 1 else ''})" for v, n in sorted(foreign_masks.items()))
     highest = max(foreign_masks)
     message = (f"{masks_with_foreign} of {masks_checked} masks hold values beyond the class list - "
                f"{values}; the class list has {len(classes)} names (indices 0..{len(classes) - 1}) "

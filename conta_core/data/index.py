@@ -59,6 +59,7 @@ class Problem:
     splits: tuple[str, ...] | None = None
     structural: bool = False
     duplicate: bool = False
+    foreign: bool = False  # mask values beyond the class list (folded into a class-list problem)
 
     def __str__(self) -> str:
         where = f"id {self.image_id!r}: " if self.image_id is not None else ""
@@ -195,6 +196,7 @@ def check_mask_values(image_id: str, item: Item, mask: np.ndarray, num_classes: 
     if foreign:
         found = bad(image_id, f"mask has values {foreign} that are neither a class index "
                     f"(0..{num_classes - 1}) nor void ({void})", item.mask or item.image)
+        found.problems = [replace(p, foreign=True) for p in found.problems]
         found.foreign = foreign
         found.has_void = has_void
         return found
@@ -473,7 +475,11 @@ def _check_foreign_values(scan: Scan) -> None:
     message = checks.class_list_problem(dict(scan.foreign_values), scan.masks_with_foreign,
                                         scan.masks_checked, scan.classes, scan.void, scan.void_masks)
     if message:
-        scan.problems.append(Problem(message, structural=True))
+        # One problem instead of one per mask: the ids would only bury the cause.
+        examples = [p for p in scan.problems if p.foreign]
+        scan.problems = [p for p in scan.problems if not p.foreign]
+        shown = "; ".join(str(p) for p in examples[:3])
+        scan.problems.append(Problem(f"{message}. For example: {shown}", structural=True))
 
 
 def _check_sanity(scan: Scan, train_split: str, mode: str) -> None:

@@ -29,6 +29,7 @@ IRNet's ``cls_labels.npy`` does (object parts are not objects and are ignored).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,7 @@ def _sbd_task(image_id: str, image: Path, mat: Path, h5_path: Path):
         if found.item is not None:
             found.array = mask
         else:
-            found.problems = [Problem(p.message, image_id, (str(mat),)) for p in found.problems]
+            found.problems = [replace(p, paths=(str(mat),)) for p in found.problems]
         return found
     return inspect
 
