@@ -178,6 +178,16 @@ def test_root_that_is_a_file_says_so(tmp_path):
     assert f"{root} is a file, not a folder" in message
 
 
+def test_damaged_index_classes_json_is_named(syn, tmp_path):
+    build_index(cfg(syn), tmp_path / "index")
+    path = tmp_path / "index/classes.json"
+    for content in ('["background", "horse"]', '{"names": ["background", "horse"], "void": "none"}',
+                    "\x00\x01 not json"):
+        path.write_text(content)
+        with pytest.raises(DatasetError, match=re.escape(str(path))):
+            DatasetIndex.load(tmp_path / "index")
+
+
 def test_run_name_is_a_safe_folder_name():
     schema = yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())
     pattern = schema["properties"]["run"]["pattern"]
@@ -287,6 +297,8 @@ def test_camvid_off_by_one_class_list_stops_with_an_explanation(camvid, tmp_path
     with pytest.warns(UserWarning, match="class 11 'Bicyclist'"):
         build_index(cfg(camvid, classes=["background"] + CAMVID, void=255, sanity="warn"),
                     tmp_path / "warned")
+    report = (tmp_path / "warned/report.md").read_text()
+    assert "## Warnings (1)" in report and "class 11 'Bicyclist' is in 20 of 20" in report
 
 
 def test_label_map_brings_camvid_in_without_rewriting_masks(camvid, tmp_path):
