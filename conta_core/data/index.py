@@ -10,8 +10,10 @@ masks by id, whatever the source format was.
 Validation collects all problems and raises one :class:`DatasetError` listing
 each with its id and file, so a user fixes a dataset in one pass. With
 ``on_bad_item: skip`` bad items are dropped and listed in ``report.md``
-instead, but structural problems (a missing list file, a class list that does
-not match the dataset) always stop the build. Validation decodes every image
+instead, but never more than ``max_skip_fraction`` of a split, and structural
+problems (a missing list file, a malformed classes.json, a class list that does
+not match the masks, a class in nearly every training image - see
+:mod:`.checks`) always stop the build. Validation decodes every image
 and mask (that is what catches truncated JPEGs), so on a large dataset it
 takes a while; it runs once per dataset.
 """
