@@ -20,6 +20,16 @@ Choices the paper leaves open, fixed here (config keys in brackets):
   background.
 * P(c_i) is uniform 1/n as in the paper, or the empirical class frequency
   [``conta.prior: uniform | empirical``].
+
+Controls [``conta.mode``], which change only what the confounder file holds:
+
+* ``permuted`` (the null arm): C as in ``adjust``, but image k is given the X_m
+  of another training image, by a derangement fixed by the seed (the same in
+  every round). Any effect of CONTA must beat this arm: it has the same M
+  statistics without the image-specific pairing.
+* ``oracle`` (research only, never a default): C and X_m from the ground-truth
+  masks of the training images, an upper bound of what context can give. It
+  uses pixel labels that weak supervision does not have.
 """
 
 from __future__ import annotations
@@ -85,3 +95,12 @@ def class_prior(counts: np.ndarray, kind: str) -> np.ndarray:
             raise ValueError("empirical prior needs at least one labelled image")
         return (counts / total).astype(np.float32)
     raise ValueError(f"conta.prior must be 'uniform' or 'empirical', got {kind!r}")
+
+
+def derangement(ids: list[str], seed: int, salt: int = 11) -> dict[str, str]:
+    """Image id -> another image's id: one cycle through a shuffle seeded by (seed, salt), so no
+    image keeps its own. The ``permuted`` arm uses salt 11, the M-usage diagnostic 13."""
+    if len(ids) < 2:
+        raise ValueError("a permutation of X_m needs at least two training images")
+    order = [ids[k] for k in np.random.default_rng([seed, salt]).permutation(len(ids))]
+    return {order[k]: order[(k + 1) % len(order)] for k in range(len(order))}

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from conta_core.classify import build_classifier
+from conta_core.classify import INERT_CONTA, LIVE_CONTA, build_classifier
 from conta_core.confounder import build_confounder, class_prior, reduce_foreground, reduce_map
 from conta_core.conta import ContextAdjustment
 from conta_core.models.backbone import build_resnet
 from conta_core.models.classifier import CamClassifier, identity_fusion, multilabel_soft_margin
+from conta_core.models.fusion import ConvFusion
 
 CLASSIFIER = {"backbone": 18, "output_stride": 16, "weights": "none", "freeze_bn": False, "freeze_conv1": False}
 
@@ -93,15 +94,37 @@ def test_identity_fusion_block3_equals_plain_block():
     with torch.no_grad():
         plain = backbone(images)[1]  # block 3 = layer2
         fusion = identity_fusion(plain.shape[1])
-        fused = fusion(torch.cat([plain, torch.rand(2, 1, *plain.shape[-2:])], dim=1))
+        fused = fusion(plain, torch.rand(2, 1, *plain.shape[-2:]))
+        # The live conv block starts as the identity on X too (its output conv is zero), whatever M is.
+        conv = ConvFusion(plain.shape[1], m_init="balanced")
+        conv_fused = conv(plain, torch.rand(2, 1, *plain.shape[-2:]))
     torch.testing.assert_close(fused, plain, rtol=0, atol=1e-6)
+    torch.testing.assert_close(conv_fused, plain, rtol=0, atol=0)
+
+
+def test_fusion_is_one_convolution_over_the_concatenation():
+    # X and M parts are two parameters; their sum must equal one conv over [X, M].
+    torch.manual_seed(0)
+    x, m = torch.randn(2, 6, 5, 5), torch.rand(2, 1, 5, 5)
+    conv = ConvFusion(6, hidden=4, m_init="balanced")
+    weight = torch.cat([conv.x_in.weight, conv.m_in.weight], dim=1)
+    hidden = torch.nn.functional.conv2d(torch.cat([x, m], dim=1), weight, conv.x_in.bias, padding=1)
+    with torch.no_grad():
+        conv.out.weight.normal_()
+        torch.testing.assert_close(conv(x, m), x + conv.out(torch.relu(hidden)), rtol=1e-5, atol=1e-5)
+    # Balanced M weights: std of an X weight times sqrt(C) (the M channel counts as much as all X).
+    big = ConvFusion(256, m_init="balanced")
+    ratio = float(big.m_in.weight.detach().std() / big.x_in.weight.detach().std())
+    assert ratio == pytest.approx(16.0, rel=0.15)
+    assert ConvFusion(8, m_init="zero").m_in.weight.abs().sum() == 0
 
 
 @pytest.mark.parametrize("block", [3, "dense"])
 def test_adjusted_classifier_starts_as_the_baseline_and_trains_w1_w2(block):
     torch.manual_seed(0)
     conf = torch.rand(3, 4, 4)
-    conta = {"mode": "adjust", "block": block, "map_size": [4, 4], "prior": "uniform"}
+    # The original (inert) design: a linear splice with zero M weights.
+    conta = {"mode": "adjust", "block": block, "map_size": [4, 4], "prior": "uniform", **INERT_CONTA}
 
     class Conf:
         confounder = conf.numpy()
@@ -122,7 +145,7 @@ def test_adjusted_classifier_starts_as_the_baseline_and_trains_w1_w2(block):
     optimizer = torch.optim.SGD(adjusted.parameters(), lr=0.1)
     multilabel_soft_margin(adjusted(images, x_m), targets).backward()
     for fusion in adjusted.fusion.values():
-        assert fusion.weight.grad[:, -1].abs().sum() > 0
+        assert fusion.m_conv.weight.grad.abs().sum() > 0
     optimizer.step()
     optimizer.zero_grad()
     multilabel_soft_margin(adjusted(images, x_m), targets).backward()
@@ -130,21 +153,26 @@ def test_adjusted_classifier_starts_as_the_baseline_and_trains_w1_w2(block):
     assert adjusted.context.w2.weight.grad.abs().sum() > 0
 
 
-def test_fusion_trains_at_the_backbone_rate_and_eq3_at_the_new_layer_rate():
+def test_parameter_groups_split_spliced_new_and_m_weights():
     class Conf:
         confounder = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
         counts = np.array([2, 3, 1])
         reader = None
 
-    conta = {"mode": "adjust", "block": "dense", "map_size": [4, 4], "prior": "uniform"}
-    model = build_classifier(CLASSIFIER, 4, conta, 1, Conf())
-    backbone, new = ({id(p) for p in group} for group in model.param_groups())
-    for fusion in model.fusion.values():
-        assert id(fusion.weight) in backbone and id(fusion.bias) in backbone
-    for param in (model.context.w1.weight, model.context.w2.weight, model.classifier.weight):
-        assert id(param) in new
-    assert not backbone & new
-    assert len(backbone) + len(new) == len([p for p in model.parameters() if p.requires_grad])
+    for fusion in ("linear", "conv"):
+        conta = {"mode": "adjust", "block": "dense", "map_size": [4, 4], "prior": "uniform", "fusion": fusion}
+        model = build_classifier(CLASSIFIER, 4, conta, 1, Conf())
+        groups = {name: {id(p) for p in params} for name, params in model.param_groups().items()}
+        for block in model.fusion.values():
+            assert {id(p) for p in block.m_parameters()} <= groups["context_m"]
+            # The linear splice starts as the backbone's identity: backbone rate. The conv block is new.
+            target = "backbone" if fusion == "linear" else "new"
+            assert {id(p) for p in (block.spliced_parameters() or block.new_parameters())} <= groups[target]
+        for param in (model.context.w1.weight, model.context.w2.weight, model.classifier.weight):
+            assert id(param) in groups["new"]
+        assert len(groups["context_m"]) == 4  # one M weight per block (dense: 4 blocks)
+        assert not (groups["backbone"] & groups["new"]) and not (groups["new"] & groups["context_m"])
+        assert sum(map(len, groups.values())) == len([p for p in model.parameters() if p.requires_grad])
 
 
 def test_mode_off_builds_the_baseline_classifier_in_every_round():

@@ -24,6 +24,7 @@ import numpy as np
 
 STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"  # test hook, see conta_core.train
 _claim = None  # the job's GPU claim: held (its lock files open) until the process exits
+_threads = None  # the job's CPU thread count (set by setup, recorded by provenance)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -58,11 +59,11 @@ def setup(args: argparse.Namespace, *, uses_torch: bool = True):
     A CPU-only step passes ``uses_torch=False``: torch is then never imported
     (2-3 s per job) and the returned device is None.
     """
-    global _claim
+    global _claim, _threads
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="[%(name)s] %(levelname)s %(message)s")
     settings = args.settings
-    threads = args.threads
+    threads = _threads = args.threads
     seed = int(settings.get("seed", 0))
     random.seed(seed)
     np.random.seed(seed)
@@ -109,7 +110,9 @@ def checkpointing(args: argparse.Namespace, inputs: list[str | os.PathLike]):
     from conta_core.store import digest
     from conta_core.train import Checkpointing
 
-    identity = {"settings": args.settings, "inputs": []}
+    # The thread count is part of what is trained: float sums split per thread differ, so a
+    # checkpoint written with another count is not resumed (the run starts afresh).
+    identity = {"settings": args.settings, "inputs": [], "threads": args.threads}
     for path in inputs:
         stat = os.stat(path)
         identity["inputs"].append([str(path), stat.st_size, stat.st_mtime_ns])
@@ -127,6 +130,8 @@ def provenance(step: str, round_index: int | None, settings: dict, class_names: 
     from conta_core.store import digest
 
     attrs = {"step": step, "config_digest": digest(settings), "class_names": class_names, **extra}
+    if _threads is not None:  # results depend on the CPU thread count: record it with every artifact
+        attrs["threads"] = _threads
     if round_index is not None:
         attrs["round"] = round_index
     return attrs

@@ -5,7 +5,10 @@ Resumable: with ``--checkpoint-dir`` the training state is saved every
 newest checkpoint of the same settings and inputs. ``--gpus`` > 1 trains with
 DDP, one rank per device (gloo ranks on the CPU).
 """
+import sys
 from pathlib import Path
+
+import torch
 
 from _common import add_checkpoint_args, checkpointing, parser, setup
 
@@ -29,10 +32,16 @@ if __name__ == "__main__":
         confounder = ConfounderInputs(args.confounder, index.classes)
         inputs.append(args.confounder)
     checkpoint = checkpointing(args, inputs)
-    model, history = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
+    model, history, motion = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
                                       args.round, s["seed"], device, confounder,
                                       world_size=max(1, args.gpus or 1), checkpoint=checkpoint)
-    save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": history,
-                                 "class_names": index.classes})
+    # threads: float results depend on the CPU thread count (reductions are split per thread),
+    # so it is part of the artifact's provenance; the ablation runner refuses to mix counts.
+    save_model(args.out, model, {"round": args.round, "settings": s, "config_digest": args.config_digest,
+                                 "loss_history": history,
+                                 "class_names": index.classes, "threads": torch.get_num_threads(),
+                                 "context_motion": motion})
+    for key, value in motion.items():
+        print(f"[train_classifier] {key} {value:.4g}", file=sys.stderr)
     if checkpoint is not None:
         checkpoint.clear()

@@ -37,6 +37,15 @@ Knobs, all in [0, 1], 0 = no confounding:
 ``noise``
     Per-pixel Gaussian noise, standard deviation ``noise * 50`` grey levels,
     plus per-object colour jitter of ``10 + 20 * noise``.
+``layout``: ``free`` (default) | ``structured``
+    Where objects go. ``free``: anywhere, except boats on water and camouflaged
+    birds in the sky. ``structured`` (the strong-context demo, issue 11): every
+    class has its own part of the image, so the class-average masks differ and
+    the foreground map X_m tells which context an image has: birds always fly in
+    the sky above the horizon (which is then always drawn), boats always sit
+    just below it (sails above it), horses and riders stand below it in the left
+    half (riders on horses sit above them), cars at the bottom of the right half. ``free`` output is
+    byte-identical to the generator before this option existed.
 
 Layout written under ``root`` (VOC-like): ``JPEGImages/<id>.jpg`` (JPEG
 quality 95 without chroma subsampling, like VOC's JPEGs but with fewer colour
@@ -75,7 +84,9 @@ DEFAULT_PARAMS = {
     "background_context": 0.8,
     "foreground_context": 0.8,
     "noise": 0.3,
+    "layout": "free",
 }
+LAYOUTS = ("free", "structured")
 
 _GROUP_COUNT_PROBS = [0.5, 0.35, 0.15]
 _SPLIT_CODES = {"train": 0, "val": 1}
@@ -83,7 +94,7 @@ _SPLIT_CODES = {"train": 0, "val": 1}
 
 def generate_synthetic(root: Path, *, seed: int, num_train: int, num_val: int,
                        image_size: int, ambiguity: float, background_context: float,
-                       foreground_context: float, noise: float) -> None:
+                       foreground_context: float, noise: float, layout: str = "free") -> None:
     """Write the dataset under ``root`` atomically (temp dir beside it, then rename).
 
     An existing ``root`` is replaced as a whole, so a half-written dataset is
@@ -93,6 +104,10 @@ def generate_synthetic(root: Path, *, seed: int, num_train: int, num_val: int,
               "image_size": image_size, "ambiguity": ambiguity,
               "background_context": background_context,
               "foreground_context": foreground_context, "noise": noise}
+    if layout != "free":  # recorded only when set: the default output stays byte-identical
+        params["layout"] = layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"synthetic dataset: layout must be one of {LAYOUTS}, got {layout!r}")
     for name in ("ambiguity", "background_context", "foreground_context", "noise"):
         if not 0.0 <= params[name] <= 1.0:
             raise ValueError(f"synthetic dataset: {name} must be in [0, 1], got {params[name]}")
@@ -119,7 +134,7 @@ def generate_synthetic(root: Path, *, seed: int, num_train: int, num_val: int,
         for i, image_id in enumerate(ids):
             rng = np.random.default_rng([seed, _SPLIT_CODES[split], i])
             image, mask, drawn = _render_image(rng, image_size, ambiguity, background_context,
-                                               foreground_context, noise)
+                                               foreground_context, noise, layout == "structured")
             Image.fromarray(image).save(tmp / "JPEGImages" / f"{image_id}.jpg", format="JPEG",
                                         quality=95, subsampling=0)
             save_index_png(tmp / "SegmentationClass" / f"{image_id}.png", mask, palette)
@@ -153,7 +168,7 @@ def _write_json(path: Path, obj) -> None:
 
 def _render_image(rng: np.random.Generator, size: int, ambiguity: float,
                   background_context: float, foreground_context: float,
-                  noise: float) -> tuple[np.ndarray, np.ndarray, dict[str, bool]]:
+                  noise: float, structured: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, bool]]:
     """One image, its index mask and which contexts were drawn.
 
     Redraws (with the same generator, so still deterministic) in the rare case
@@ -166,15 +181,15 @@ def _render_image(rng: np.random.Generator, size: int, ambiguity: float,
         if "bird" in classes:
             # P(sky | bird) = k + (1 - k) * base, the same law as the water.
             camouflaged = rng.random() < foreground_context
-            sky = camouflaged or rng.random() < CONTEXT_BASE_RATE
+            sky = camouflaged or rng.random() < CONTEXT_BASE_RATE or structured
         else:
             camouflaged = False
             sky = rng.random() < _context_probability(False, foreground_context)
         canvas = _Canvas(size, rng, noise)
         horizon = rng.uniform(0.4, 0.6) * size
         canvas.background(horizon, sky=sky, water=water)
-        for group, (cx, cy, scale) in zip(groups, _place(rng, groups, size, horizon,
-                                                         water, camouflaged)):
+        place = _place_structured if structured else _place
+        for group, (cx, cy, scale) in zip(groups, place(rng, groups, size, horizon, water, camouflaged)):
             _DRAW[group](canvas, cx, cy, scale, camouflaged=camouflaged)
         image, mask = canvas.finish()
         if set(np.unique(mask).tolist()) - {0, VOID}:
@@ -228,6 +243,36 @@ def _place(rng: np.random.Generator, groups: list[str], size: int, horizon: floa
                 cy = rng.uniform(0.55 * scale, size - 0.45 * scale)
             else:
                 cy = rng.uniform(0.35 * scale, size - 0.35 * scale)
+            if all(np.hypot(cx - x, cy - y) > 0.4 * (scale + s) for x, y, s in placed):
+                break
+        placed.append((cx, cy, scale))
+    return placed
+
+
+def _place_structured(rng: np.random.Generator, groups: list[str], size: int, horizon: float,
+                      water: bool, camouflaged: bool) -> list[tuple[float, float, float]]:
+    """``layout: structured``: birds above the horizon, boats just below it, horses and riders below
+    it on the left, cars at the bottom on the right (ranges clipped so the shapes stay in the image)."""
+    placed: list[tuple[float, float, float]] = []
+    half = size / 2.0
+    for group in groups:
+        scale = rng.uniform(0.5, 0.75) * size
+
+        def span(low: float, high: float) -> float:
+            return rng.uniform(low, max(low, high))
+
+        for _ in range(30):
+            if group == "bird":
+                cx, cy = span(0.35 * scale, size - 0.35 * scale), span(0.3 * scale, horizon - 0.3 * scale)
+            elif group == "boat":  # deck just below the horizon, sail above it
+                cx, cy = span(0.5 * scale, size - 0.5 * scale), span(horizon, min(horizon + 0.1 * size,
+                                                                                  size - 0.22 * scale))
+            elif group in ("horse", "rider", "horse+rider"):
+                top = max(horizon, 0.55 * scale) if group != "rider" else max(horizon, 0.75 * scale)
+                cx, cy = span(0.45 * scale, half), span(top, size - 0.45 * scale)
+            else:  # car: at the bottom, on the right
+                bottom = size - 0.26 * scale
+                cx, cy = span(half, size - 0.5 * scale), span(max(horizon, bottom - 0.1 * size), bottom)
             if all(np.hypot(cx - x, cy - y) > 0.4 * (scale + s) for x, y, s in placed):
                 break
         placed.append((cx, cy, scale))
