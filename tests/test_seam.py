@@ -223,3 +223,22 @@ def test_inference_cams_through_the_shared_multiscale_path():
     assert np.allclose(cams, up / (up.max(axis=(1, 2), keepdims=True) + 1e-5), atol=1e-5)
     norm = seam.min_max_normalise(cams)
     assert np.allclose(norm.max(axis=(1, 2)), 1, atol=1e-3) and np.allclose(norm.min(axis=(1, 2)), 0)
+
+
+def test_adjust_mode_with_eq3_context_keeps_the_baseline_init():
+    from conta_core.conta import ContextAdjustment
+    g = torch.Generator().manual_seed(4)
+    confounder, prior = torch.rand(3, 6, 6, generator=g), torch.full((3,), 1 / 3)
+    model = tiny_seam(3, conta_mode="adjust", blocks=(2, 3, 4, 5),
+                      make_context=lambda: ContextAdjustment(confounder, prior), make_fusion=AddM).eval()
+    base = tiny_seam(3).eval()
+    for name, p in base.named_parameters():
+        assert torch.equal(p, dict(model.named_parameters())[name]), name
+    x_m = torch.rand(2, 6, 6, generator=g)
+    with torch.no_grad():
+        m = model.context_map(x_m)
+    assert m.shape == (2, 1, 6, 6) and torch.allclose(m, model.context(x_m))
+    groups = model.param_groups()
+    assert {id(p) for p in model.context.parameters()} <= {id(p) for p in groups["new"]}
+    with pytest.raises(ValueError, match="X_m"):
+        model(torch.randn(1, 3, 32, 32))

@@ -20,9 +20,11 @@ CONTA: ``fusion`` holds one module per spliced block k (B_k of ResNet-38,
 k in 2..5; ``dense`` = all four), each called as ``fusion(x, m)`` with M placed
 on the block's grid by :func:`conta_core.models.classifier.place_map`; ``context``
 maps X_m to M (Eq. 3's :class:`~conta_core.conta.ContextAdjustment`), or is None
-for ``seg_mask`` (M = X_m itself). Both are built by the caller from the same
-CONTA modules the IRNet classifier uses, so this file depends only on that
-call signature. Layer names match CamClassifier's (``classifier``,
+for ``seg_mask`` (M = X_m itself). The caller passes factories for both
+(``make_context()``, ``make_fusion(channels)``) built from the same CONTA
+modules the IRNet classifier uses, so this file depends only on that call
+signature; they are called after the baseline layers exist, so a seed
+initialises the baseline part identically with and without CONTA. Layer names match CamClassifier's (``classifier``,
 ``context``, ``fusion``) so the round tools that inspect them work on both.
 """
 from __future__ import annotations
@@ -62,7 +64,7 @@ def pcm(cam: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
 
 class SeamClassifier(nn.Module):
     def __init__(self, backbone: ResNet38, num_foreground: int, *, conta_mode: str = "off",
-                 blocks: tuple[int, ...] = (), context: nn.Module | None = None,
+                 blocks: tuple[int, ...] = (), make_context: Callable[[], nn.Module] | None = None,
                  make_fusion: Callable[[int], nn.Module] | None = None):
         super().__init__()
         self.backbone = backbone
@@ -81,7 +83,7 @@ class SeamClassifier(nn.Module):
         # CONTA layers after the baseline layers: the same seed initialises the baseline part identically.
         if conta_mode not in ("off", "adjust", "seg_mask"):
             raise ValueError(f"SEAM conta_mode must be off, adjust or seg_mask, got {conta_mode!r}")
-        if conta_mode == "adjust" and context is None:
+        if conta_mode == "adjust" and make_context is None:
             raise ValueError("conta.mode 'adjust' needs the context module (Eq. 3)")
         bad = [b for b in blocks if b not in SEAM_BLOCKS]
         if bad:
@@ -90,7 +92,7 @@ class SeamClassifier(nn.Module):
             raise ValueError("a CONTA round needs blocks and a fusion builder")
         self.conta_mode = conta_mode
         self.blocks = tuple(blocks) if conta_mode != "off" else ()
-        self.context = context if conta_mode == "adjust" else None
+        self.context = make_context() if conta_mode == "adjust" else None
         self.fusion = nn.ModuleDict({str(b): make_fusion(backbone.block_channels[b]) for b in self.blocks})
 
     def context_map(self, x_m: torch.Tensor | None) -> torch.Tensor | None:
