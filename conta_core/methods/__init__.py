@@ -1,4 +1,4 @@
-"""WSSS methods as named recipes: ``method: irnet | seam`` (``sec``, ``dsrg`` to come).
+"""WSSS methods as named recipes: ``method: irnet | seam | sec | dsrg``.
 
 A recipe says which parts a method uses; the EM steps (classifier, CAM,
 expansion, segmenter, confounder) and CONTA's [X, M_t] stay shared and ask the
@@ -23,7 +23,8 @@ The hooks (what the step that uses a hook calls it with is in its docstring):
   :class:`Expansion` (its per-round steps and their functions), and
   ``default_expansion``.
 * ``defaults``: config values the method brings, by section, for keys the user
-  leaves out (the paper's settings; presets set them explicitly).
+  leaves out (the paper's settings; presets set them explicitly); section
+  ``root`` holds top-level keys (``rounds``).
 """
 from __future__ import annotations
 
