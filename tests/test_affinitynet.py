@@ -168,3 +168,41 @@ def test_training_loss_backward_and_label_reduction():
     loss = an.affinity_training_loss(net, {"image": torch.randn(2, 3, 20, 27), "label": labels})
     loss.backward()
     assert torch.isfinite(loss) and net.f9.weight.grad.abs().sum() > 0
+
+
+class _Index:
+    num_classes = 3
+
+    def read_image(self, image_id):
+        return np.random.default_rng(int(image_id)).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+
+    def labels(self, image_id):
+        return [1]
+
+
+class _Labels:
+    def get(self, image_id):
+        label = np.full((40, 48), 255, np.uint8)
+        label[:, :16], label[:, 32:] = 0, 1
+        return label
+
+
+def test_train_affinity_net_from_the_classifier_trunk(tmp_path):
+    from conta_core.checkpoint import save_model_file
+    from conta_core.expand.affinitynet_train import build_affinity_net, train_affinity_net
+    from conta_core.models.seam import SeamClassifier
+
+    torch.manual_seed(1)
+    classifier = SeamClassifier(build_resnet38(0.0625, "none"), 2)
+    save_model_file(tmp_path / "classifier.pt", {"model": classifier.state_dict(), "meta": {}})
+    settings = {"width": 0.0625, "weights": "classifier", "crop": 32, "batch_size": 2, "epochs": 1, "lr": 0.1,
+                "optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
+    start = build_affinity_net(settings, classifier=tmp_path / "classifier.pt")
+    assert torch.equal(start.backbone.b4.conv_branch2a.weight, classifier.backbone.b4.conv_branch2a.weight)
+    model, history = train_affinity_net(_Index(), ["0", "1", "2", "3"], _Labels(), settings, 0,
+                                        torch.device("cpu"), classifier=tmp_path / "classifier.pt")
+    assert len(history) == 1 and np.isfinite(history[0])
+    assert not torch.equal(model.f9.weight, start.f9.weight)
+    assert torch.equal(model.backbone.b2.conv_branch2a.weight, start.backbone.b2.conv_branch2a.weight)  # frozen
+    with pytest.raises(ValueError, match="needs the round's classifier"):
+        build_affinity_net(settings)
