@@ -7,6 +7,8 @@ maximum, so the present classes' maps lie in [0, 1].
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,16 +24,26 @@ def normalise_by_max(cams: torch.Tensor) -> torch.Tensor:
     return cams / (peak[:, None, None] + EPS)
 
 
-@torch.no_grad()
+def _autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"cam precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+@torch.inference_mode()
 def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: list[float], flip: bool,
-               device: torch.device, x_m: np.ndarray | None = None) -> list[np.ndarray]:
+               device: torch.device, x_m: np.ndarray | None = None, *, precision: str = "fp32") -> list[np.ndarray]:
     """CAMs of a batch of same-size images ([B, H, W, 3] uint8).
 
     Returns, per image, float32 [K_b, H, W]: the full-resolution, max-normalised
     CAMs of that image's ``class_ids[b]`` (foreground indices 1..C-1).
+    ``precision``: ``bf16`` runs the network under bf16 autocast (maps are summed in float32).
     """
     batch, height, width = images.shape[:3]
-    x = torch.stack([to_tensor(im) for im in images]).to(device)
+    # channels-last: the layout the CPU and cuDNN convolutions run fastest on
+    x = torch.stack([to_tensor(im) for im in images]).to(device).contiguous(memory_format=torch.channels_last)
     m = torch.from_numpy(x_m).to(device) if x_m is not None else None
     total = None
     for scale in scales:
@@ -45,7 +57,9 @@ def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: li
                 ms = torch.cat([m, m])
                 view = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * batch + [[-1.0, 0.0, 1.0, 0.0]] * batch,
                                     device=device)
-        cam = model.cam(xs, ms, view)
+        with _autocast(precision, device):
+            cam = model.cam(xs, ms, view)
+        cam = cam.float()
         cam = cam[:batch] + cam[batch:].flip(-1) if flip else cam
         cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)
         total = cam if total is None else total + cam
@@ -57,7 +71,7 @@ def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: li
 
 
 def infer_cam(model, image: np.ndarray, class_ids: list[int], scales: list[float], flip: bool,
-              device: torch.device, x_m: np.ndarray | None = None) -> np.ndarray:
+              device: torch.device, x_m: np.ndarray | None = None, *, precision: str = "fp32") -> np.ndarray:
     """Full-resolution CAMs of one image: float32 [K, H, W]."""
     return infer_cams(model, image[None], [class_ids], scales, flip, device,
-                      None if x_m is None else x_m[None])[0]
+                      None if x_m is None else x_m[None], precision=precision)[0]

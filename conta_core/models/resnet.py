@@ -109,3 +109,19 @@ def init_like_torchvision(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def zero_init_residual(module: nn.Module) -> nn.Module:
+    """Zero the last BN scale of every residual branch (torchvision's ``zero_init_residual``).
+
+    With frozen, unit-statistics BN a random He-initialised ResNet-101's features
+    grow to ~1e5 by layer4 and an SGD step overflows in any precision; with the
+    branches at zero the features keep a trained network's scale. For timing and
+    numerics checks on random weights (bench/gpu_check.py, tests/test_cuda.py).
+    """
+    for m in module.modules():
+        if isinstance(m, Bottleneck):
+            nn.init.zeros_(m.bn3.weight)
+        elif isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
+    return module
