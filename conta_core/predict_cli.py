@@ -12,7 +12,8 @@ the image, and a legend. IMAGES may be files or folders (their .jpg/.jpeg/.png).
 The prediction is the workflow's: images read the same way (EXIF orientation,
 the run's ``dataset.max_side``), same-sized images batched, and
 :func:`conta_core.segment.predict_masks` with the checkpoint's own settings
-(``segment.crf`` unless ``--crf``/``--no-crf`` say otherwise). A mask predicted
+(dense CRF with ``--crf``; a run with ``segment.crf: true`` predicted with it, and
+checkpoints that do not record that setting need the flag). A mask predicted
 on an image read downscaled past ``max_side`` is scaled back to the image's size
 by nearest neighbour.
 """
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="also write overlays/<name>.png")
     crf = p.add_mutually_exclusive_group()
     crf.add_argument("--crf", dest="crf", action="store_true", default=None,
-                     help="dense-CRF post-processing (default: the run's segment.crf)")
+                     help="dense-CRF post-processing, as a run with segment.crf: true (default: what the "
+                          "checkpoint records, else off)")
     crf.add_argument("--no-crf", dest="crf", action="store_false")
     p.add_argument("--batch-size", type=int, default=None,
                    help="same-sized images predicted together (default: the run's segment.predict_batch_size)")
@@ -147,7 +149,10 @@ def predict(args: argparse.Namespace) -> int:
         raise PredictError(str(err)) from err
     settings = meta["settings"]["segment"]
     max_side = meta.get("max_side")
-    crf = settings.get("crf", False) if args.crf is None else args.crf
+    crf = bool(settings.get("crf", False)) if args.crf is None else args.crf
+    if args.crf is None and "crf" not in settings:
+        print("conta-predict: the checkpoint does not record segment.crf; predicting without the dense CRF "
+              "(pass --crf for a run with segment.crf: true)", file=sys.stderr)
     batch_size = args.batch_size or int(settings.get("predict_batch_size", 16))
     if batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")

@@ -7,6 +7,7 @@ and prediction (CAMs and pseudo-masks exist only for the training split). The sa
 is ``report.overlay_ids`` when given, else ``report.overlay_count`` images per split
 drawn with ``report.overlay_seed``: the same images in every round.
 """
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,10 @@ if __name__ == "__main__":
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--cams", type=Path, nargs="+", required=True)
     p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
-    p.add_argument("--train-preds", type=Path, nargs="+", required=True)
-    p.add_argument("--eval-preds", type=Path, nargs="+", required=True)
+    p.add_argument("--train-preds", type=Path, nargs="*", default=[],
+                   help="the round's training-split predictions, where the workflow makes them "
+                        "(else the training rows show no prediction)")
+    p.add_argument("--seg-preds", type=Path, nargs="+", required=True, help="evaluation-split predictions")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
@@ -62,14 +65,15 @@ if __name__ == "__main__":
     rows, masks = [], []
     with ShardedReader(args.cams, kind="cam", expect=expect) as cams, \
             ShardedReader(args.pseudo_masks, kind="pseudo_mask", expect=expect) as pseudo, \
-            ShardedReader(args.train_preds, kind="seg_pred", expect=expect) as train_preds, \
-            ShardedReader(args.eval_preds, kind="seg_pred", expect=expect) as eval_preds:
+            ShardedReader(args.seg_preds, kind="seg_pred", expect=expect) as eval_preds, \
+            (ShardedReader(args.train_preds, kind="seg_pred", expect=expect) if args.train_preds
+             else contextlib.nullcontext()) as train_preds:
         for image_id in train_ids:
             image, gt = index.read_image(image_id), _gt(index, image_id)
             cam_classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
             cam = cams.get(image_id).astype(np.float32)
             seeds = cam_to_label(cam, cam_classes, s["cam"]["bg_threshold"])
-            row_masks = [gt, seeds, pseudo.get(image_id), train_preds.get(image_id)]
+            row_masks = [gt, seeds, pseudo.get(image_id), train_preds.get(image_id) if train_preds else None]
             rows.append(image_row(f"{s['train_split']} {image_id} ({_names(index, cam_classes)})", image,
                                   index.classes, palette, index.void, gt=gt, cams=cam, cam_classes=cam_classes,
                                   seeds=seeds, pseudo_mask=row_masks[2], prediction=row_masks[3]))
