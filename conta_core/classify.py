@@ -19,6 +19,7 @@ from .data.datasets import ClassificationDataset
 from .models.backbone import build_resnet
 from .models.classifier import CamClassifier, multilabel_soft_margin, parse_blocks
 from .store import MapReader
+from .scalars import ScalarLog
 from .train import Checkpointing, TrainJob, TrainSettings, train_job
 
 
@@ -143,13 +144,14 @@ def _classifier_job(index, ids: list[str], settings: dict, conta: dict, round_in
 
 def train_classifier(index, ids: list[str], settings: dict, conta: dict, round_index: int, seed: int,
                      device: torch.device, confounder: ConfounderInputs | None, *, world_size: int = 1,
-                     checkpoint: Checkpointing | None = None) -> tuple[CamClassifier, list[float], dict]:
+                     checkpoint: Checkpointing | None = None,
+                     scalars: ScalarLog | None = None) -> tuple[CamClassifier, list[float], dict]:
     """Train the round's classifier; ``world_size`` > 1 trains with DDP (see :func:`train_job`).
 
     Returns the model, the loss per epoch and :func:`context_motion` (empty in rounds without M)."""
     build = partial(_classifier_job, index, ids, settings, conta, round_index, seed, confounder)
     result = train_job(build, TrainSettings.from_config(settings, seed), device, f"classifier round {round_index}",
-                       world_size=world_size, checkpoint=checkpoint)
+                       world_size=world_size, checkpoint=checkpoint, scalars=scalars)
     model = build_classifier(settings, index.num_classes, conta, round_index, confounder, load_weights=False)
     model.load_state_dict(result.state_dict)
     motion = {}

@@ -14,6 +14,7 @@ from _common import add_checkpoint_args, checkpointing, parser, setup
 
 from conta_core.classify import ConfounderInputs, save_model, train_classifier, uses_context
 from conta_core.data.index import DatasetIndex
+from conta_core.scalars import ScalarLog
 
 if __name__ == "__main__":
     p = parser(__doc__)
@@ -22,9 +23,11 @@ if __name__ == "__main__":
     p.add_argument("--confounder", type=Path, help="previous round's confounder.h5 (CONTA rounds)")
     p.add_argument("--out", type=Path, required=True)
     add_checkpoint_args(p)
+    p.add_argument("--tensorboard", type=Path, help="write TensorBoard scalars here (logging.tensorboard)")
     args = p.parse_args()
     s = args.settings
     device = setup(args)
+    scalars = ScalarLog(str(args.tensorboard)) if args.tensorboard else None  # fails now if not installed
     index = DatasetIndex.load(args.index_dir)
     confounder = None
     inputs = [args.index_dir / "index.csv", args.index_dir / "classes.json"]
@@ -34,7 +37,8 @@ if __name__ == "__main__":
     checkpoint = checkpointing(args, inputs)
     model, history, motion = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
                                       args.round, s["seed"], device, confounder,
-                                      world_size=max(1, args.gpus or 1), checkpoint=checkpoint)
+                                      world_size=max(1, args.gpus or 1), checkpoint=checkpoint,
+                                      scalars=scalars)
     # threads: float results depend on the CPU thread count (reductions are split per thread),
     # so it is part of the artifact's provenance; the ablation runner refuses to mix counts.
     save_model(args.out, model, {"round": args.round, "settings": s, "config_digest": args.config_digest,
