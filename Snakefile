@@ -52,8 +52,7 @@ rule all:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         f"{RESULTS}/miou_over_rounds.png",
-        # Every round's artifacts are products too: a deleted one is rebuilt, with what depends on it.
-        [shard_files(t, step) for t in ROUNDS for step in ("cam", "pseudo_mask", f"seg_pred/{TRAIN_SPLIT}")],
-        # IRNet's intermediate products likewise (a deleted relation network is retrained).
-        [shard_files(t, "ir_label") + [f"{RESULTS}/round{t}/relation_net.pt"] for t in ROUNDS] if IRNET else [],
+        # Every round's artifacts that something reads are products too: a deleted one is
+        # rebuilt, with what depends on it (IRNet's intermediate products likewise).
+        round_targets(),
     default_target: True

@@ -8,8 +8,14 @@ rule train_classifier:
     output:
         f"{RESULTS}/round{{round}}/classifier.pt",
     params:
-        settings=settings("classifier", "conta"),
+        script=fixed(f"{PY}/train_classifier.py"),
+        settings=step_settings("train_classifier"),
+        runtime=step_runtime("train_classifier"),
+        expect=step_expect("train_classifier"),
         confounder=confounder_arg,
+        index_dir=INDEX_DIR,
+        device=fixed(DEVICE_ARGS),
+        checkpoints=checkpoint_args("classifier"),
     conda:
         "../envs/conta.yaml"
     log:
@@ -20,10 +26,10 @@ rule train_classifier:
     resources:
         gpu=TRAIN_GPUS,
     shell:
-        "{PY}/train_classifier.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} "
-        "--gpus {resources.gpu} --checkpoint-dir {CHECKPOINTS}/round{wildcards.round}/classifier "
-        "--checkpoint-every {CHECKPOINT_EVERY} "
-        "--index-dir {INDEX_DIR} --round {wildcards.round} {params.confounder} --out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
+        "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
+        "{params.checkpoints} --index-dir {params.index_dir} --round {wildcards.round} "
+        "{params.confounder} --out {output} > {log} 2>&1"
 
 
 rule cam:
@@ -34,8 +40,13 @@ rule cam:
     output:
         f"{RESULTS}/round{{round}}/cam/shard{{shard}}.h5",
     params:
-        settings=settings("classifier", "conta", "cam", shards=config["shards"]),
+        script=fixed(f"{PY}/cam.py"),
+        settings=step_settings("cam"),
+        runtime=step_runtime("cam"),
+        expect=step_expect("cam"),
         confounder=confounder_arg,
+        index_dir=INDEX_DIR,
+        device=fixed(DEVICE_ARGS),
     conda:
         "../envs/conta.yaml"
     log:
@@ -46,7 +57,7 @@ rule cam:
     resources:
         gpu=1,
     shell:
-        "{PY}/cam.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --gpus {resources.gpu} "
-        "--index-dir {INDEX_DIR} "
-        "--round {wildcards.round} --classifier {input.classifier} {params.confounder} "
-        "--shard {wildcards.shard} --out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
+        "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
+        "--index-dir {params.index_dir} --round {wildcards.round} --classifier {input.classifier} "
+        "{params.confounder} --shard {wildcards.shard} --out {output} > {log} 2>&1"

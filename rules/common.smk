@@ -1,8 +1,13 @@
-# Shared names and helpers of the rules. Paths: results/<run>/round<t>/..., logs and
-# benchmark files under results/<run>/logs and results/<run>/benchmarks.
+# Shared names and functions of the rules (this file has no rules). Paths:
+# results/<run>/round<t>/..., logs and benchmark files under results/<run>/logs and
+# results/<run>/benchmarks. What each step reads from the config: rules/conta_steps.py.
 import json
+import os
 import re
 
+from conta_steps import Steps
+
+STEPS = Steps(config)
 RESULTS = f"results/{config['run']}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
@@ -13,14 +18,42 @@ EVAL_SPLIT = config["dataset"]["eval_split"]
 INDEX = [f"{RESULTS}/dataset/index.csv", f"{RESULTS}/dataset/classes.json"]
 INDEX_DIR = f"{RESULTS}/dataset"
 GPU_THREADS = config["threads"]
+PY = f"python {WORKFLOW_DIR}/workflow_scripts"
+DEVICE_ARGS = f"--device {config['device']}"
 
 # voc12 and coco14 build their own splits; other kinds list theirs in dataset.splits.
 _FIXED_SPLITS = {"voc12": ("train_aug", "train", "val"), "coco14": ("train", "val")}
 _KNOWN_SPLITS = _FIXED_SPLITS.get(config["dataset"]["kind"], config["dataset"]["splits"])
 for _split in (TRAIN_SPLIT, EVAL_SPLIT):
     if _split not in _KNOWN_SPLITS:
-        raise ValueError(f"config dataset: split {_split!r} is not one of {sorted(_KNOWN_SPLITS)} "
-                         f"(dataset.train_split / dataset.eval_split)")
+        raise ValueError(
+            f"config dataset: split {_split!r} is not one of {sorted(_KNOWN_SPLITS)} "
+            f"(dataset.train_split / dataset.eval_split)"
+        )
+
+# Scale-out and resume (config section `resources`): GPUs per training job (DDP ranks),
+# and how often training saves resumable state under results/<run>/checkpoints/ (not an
+# output, so Snakemake keeps it when a job fails or is killed).
+_RESOURCES = config.get("resources") or {}
+TRAIN_GPUS = int(_RESOURCES.get("train_gpus", 1))
+CHECKPOINT_EVERY = int(_RESOURCES.get("checkpoint_every", 100))
+CHECKPOINTS = f"{RESULTS}/checkpoints"
+
+EXPAND_METHOD = config["expand"]["method"]
+IRNET = EXPAND_METHOD == "irnet"
+EXPAND_GPUS = 1 if IRNET else 0  # irnet runs the relation network; crf is CPU only
+
+DATASET = config["dataset"]
+DATASET_KIND = DATASET["kind"]
+PLAN_DIR = f"{RESULTS}/dataset/plan" if DATASET_KIND == "coco14" else INDEX_DIR
+MASK_DIR = INDEX_DIR  # COCO shards: <INDEX_DIR>/gt_masks/<split>_shard<k>.h5 (conta_core.data.coco)
+COCO_MASK_SPLITS = ["train", "val"]
+MASK_SHARDS = list(range(DATASET.get("mask_shards", 8)))
+COCO_MASK_FILES = [
+    f"{MASK_DIR}/gt_masks/{split}_shard{shard}.h5"
+    for split in COCO_MASK_SPLITS
+    for shard in MASK_SHARDS
+]
 
 
 wildcard_constraints:
@@ -29,16 +62,71 @@ wildcard_constraints:
     split="|".join(re.escape(s) for s in sorted({TRAIN_SPLIT, EVAL_SPLIT})),
 
 
+# -- params ------------------------------------------------------------------------------
+def fixed(value):
+    """A param that never reruns a step (the workflow's folder, the device, checkpointing).
+
+    Snakemake reruns a job when a param changed, except params computed by a function
+    that takes `threads` (or input/output/resources), which it treats as derived.
+    """
+    return lambda wildcards, threads: value
+
+
+def checkpoint_args(model):
+    """Where and how often training saves resumable state; never a rerun trigger."""
+    return lambda wildcards, threads: (
+        f"--checkpoint-dir {CHECKPOINTS}/round{wildcards.round}/{model} "
+        f"--checkpoint-every {CHECKPOINT_EVERY}"
+    )
+
+
+def tensorboard_arg(step):
+    """logging.tensorboard: where the training step writes its scalars. Logging only: switching
+    it reruns nothing (`--forcerun <rule>` logs an existing run)."""
+    if not (config.get("logging") or {}).get("tensorboard", False):
+        return fixed("")
+    return lambda wildcards, threads: (
+        f"--tensorboard {RESULTS}/tensorboard/round{wildcards.round}/{step}"
+    )
+
+
+def step_settings(step):
+    """The step's result settings (rules/conta_steps.py) as JSON: a change reruns the step."""
+
+    def settings_of(wildcards):
+        round_index = int(wildcards.round) if "round" in wildcards.keys() else None
+        split = wildcards.split if "split" in wildcards.keys() else None
+        return json.dumps(STEPS.settings(step, round_index, split), sort_keys=True)
+
+    return settings_of
+
+
+def step_runtime(step):
+    """The step's speed-only keys as JSON; never a rerun trigger (see `fixed`)."""
+    return fixed(json.dumps(STEPS.runtime(step), sort_keys=True))
+
+
+def step_expect(step):
+    """Digest and round of the producer of each input the step reads, for the step to check."""
+
+    def expect_of(wildcards, input):
+        named = {name: input[name] for name in input.keys()}
+        return json.dumps(STEPS.expect(step, int(wildcards.round), named))
+
+    return expect_of
+
+
 def settings(*sections, **extra):
-    """The config sections a step depends on, as JSON (a change reruns the step)."""
+    """Whole config sections as JSON, for rules whose step reads whole sections."""
     chosen = {"seed": config["seed"], "train_split": TRAIN_SPLIT, "eval_split": EVAL_SPLIT}
     chosen.update({name: config[name] for name in sections})
     chosen.update(extra)
     return json.dumps(chosen, sort_keys=True)
 
 
+# -- rounds and shards ----------------------------------------------------------------------
 def uses_context(round_index):
-    return int(round_index) > 0 and config["conta"]["mode"] != "off"
+    return STEPS.uses_context(int(round_index))
 
 
 def round_dir(round_index):
@@ -60,14 +148,83 @@ def confounder_arg(wildcards, input):
     return f"--confounder {input.confounder}" if "confounder" in input.keys() else ""
 
 
-PY = f"python {workflow.basedir}/workflow_scripts"
-DEVICE_ARGS = f"--device {config['device']}"
+def round_targets():
+    """Every round's artifacts that something reads: a deleted one is rebuilt, with what
+    depends on it. A training-split prediction nothing reads (the last round's, or every
+    round's without a confounder from it) only with segment.predict_train_all."""
+    targets = []
+    for t in ROUNDS:
+        targets += shard_files(t, "cam") + shard_files(t, "pseudo_mask")
+        if STEPS.predicts_train(t):
+            targets += shard_files(t, f"seg_pred/{TRAIN_SPLIT}")
+        if IRNET:
+            targets += shard_files(t, "ir_label") + [f"{round_dir(t)}/relation_net.pt"]
+    return targets
 
 
-# Scale-out and resume (config section `resources`): GPUs per training job (DDP ranks),
-# and how often training saves resumable state under results/<run>/checkpoints/ (not an
-# output, so Snakemake keeps it when a job fails or is killed).
-_RESOURCES = config.get("resources") or {}
-TRAIN_GPUS = int(_RESOURCES.get("train_gpus", 1))
-CHECKPOINT_EVERY = int(_RESOURCES.get("checkpoint_every", 100))
-CHECKPOINTS = f"{RESULTS}/checkpoints"
+# -- dataset --------------------------------------------------------------------------------
+def dataset_root(wildcards):
+    if DATASET_KIND == "synthetic":
+        return {"root": f"{RESULTS}/dataset/synthetic"}
+    return {}
+
+
+def dataset_index_outputs():
+    """What the index step writes: the index (a plan, for COCO) and, for VOC 2012 + SBD,
+    the SBD masks it renders (never into the dataset folder)."""
+    outputs = {
+        "index": f"{PLAN_DIR}/index.csv",
+        "classes": f"{PLAN_DIR}/classes.json",
+        "report": f"{PLAN_DIR}/report.md",
+    }
+    if DATASET_KIND == "voc12" and DATASET.get("sbd_root"):
+        outputs["sbd_masks"] = f"{INDEX_DIR}/sbd_masks.h5"
+    return outputs
+
+
+def root_arg(wildcards, input):
+    return f"--root {input.root}" if "root" in input.keys() else ""
+
+
+def coco_annotation_mb(wildcards):
+    """Parsing the instances json takes ~8x its size in memory (train2014: ~450 MB file)."""
+    name = {"train": "instances_train2014.json", "val": "instances_val2014.json"}[wildcards.split]
+    root = os.path.expanduser(str(DATASET.get("root") or ""))
+    path = os.path.join(root, "annotations", name)
+    size_mb = os.path.getsize(path) / 2**20 if os.path.isfile(path) else 0
+    return int(1000 + 8 * size_mb)
+
+
+# -- expansion and IRNet ----------------------------------------------------------------------
+def expand_inputs(wildcards):
+    """crf reads the CAM shard only; irnet also the round's relation network."""
+    inputs = {"cam": f"{round_dir(wildcards.round)}/cam/shard{wildcards.shard}.h5"}
+    if IRNET:
+        inputs["relation_net"] = f"{round_dir(wildcards.round)}/relation_net.pt"
+    return inputs
+
+
+def relation_net_arg(wildcards, input):
+    """irnet: the network, and the device and GPU claim like the other GPU rules; crf: nothing."""
+    if "relation_net" not in input.keys():
+        return ""
+    return f"--relation-net {input.relation_net} {DEVICE_ARGS} --gpus {EXPAND_GPUS}"
+
+
+def relation_inputs(wildcards):
+    """All IR label shards of the round; the classifier too when its backbone is the frozen one."""
+    inputs = {"ir_labels": shard_files(wildcards.round, "ir_label")}
+    if config["expand"]["irnet"]["train"]["weights"] == "classifier":
+        inputs["classifier"] = f"{round_dir(wildcards.round)}/classifier.pt"
+    return inputs
+
+
+def classifier_arg(wildcards, input):
+    return f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
+
+
+# -- confounder -------------------------------------------------------------------------------
+def confounder_masks(wildcards):
+    if config["confounder"]["source"] == "pseudo_mask":
+        return shard_files(wildcards.round, "pseudo_mask")
+    return shard_files(wildcards.round, f"seg_pred/{TRAIN_SPLIT}")

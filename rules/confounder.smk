@@ -1,12 +1,6 @@
 # Step 4 (E-step): the confounder set C_{t+1} and X_m from round t's masks.
 
 
-def confounder_masks(wildcards):
-    if config["confounder"]["source"] == "pseudo_mask":
-        return shard_files(wildcards.round, "pseudo_mask")
-    return shard_files(wildcards.round, f"seg_pred/{TRAIN_SPLIT}")
-
-
 rule confounder:
     input:
         INDEX,
@@ -14,7 +8,10 @@ rule confounder:
     output:
         f"{RESULTS}/round{{round}}/confounder.h5",
     params:
-        settings=settings("conta", "confounder"),
+        script=fixed(f"{PY}/confounder.py"),
+        settings=step_settings("confounder"),
+        expect=step_expect("confounder"),
+        index_dir=INDEX_DIR,
     conda:
         "../envs/conta.yaml"
     log:
@@ -23,5 +20,6 @@ rule confounder:
         f"{BENCH}/round{{round}}/confounder.tsv"
     threads: 1
     shell:
-        "{PY}/confounder.py --settings {params.settings:q} --threads {threads} --index-dir {INDEX_DIR} "
-        "--round {wildcards.round} --masks {input.masks} --out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --expect {params.expect:q} "
+        "--threads {threads} --index-dir {params.index_dir} --round {wildcards.round} "
+        "--masks {input.masks} --out {output} > {log} 2>&1"

@@ -11,7 +11,10 @@ rule evaluate:
         summary=f"{RESULTS}/round{{round}}/metrics/summary.csv",
         per_class=f"{RESULTS}/round{{round}}/metrics/per_class.csv",
     params:
-        settings=settings("cam"),
+        script=fixed(f"{PY}/evaluate.py"),
+        settings=step_settings("evaluate"),
+        expect=step_expect("evaluate"),
+        index_dir=INDEX_DIR,
     conda:
         "../envs/conta.yaml"
     log:
@@ -20,10 +23,10 @@ rule evaluate:
         f"{BENCH}/round{{round}}/evaluate.tsv"
     threads: 1
     shell:
-        "{PY}/evaluate.py --settings {params.settings:q} --threads {threads} --index-dir {INDEX_DIR} "
-        "--round {wildcards.round} --cams {input.cams} --pseudo-masks {input.pseudo_masks} "
-        "--seg-preds {input.seg_preds} --out-summary {output.summary} --out-per-class {output.per_class} "
-        "> {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --expect {params.expect:q} "
+        "--threads {threads} --index-dir {params.index_dir} --round {wildcards.round} "
+        "--cams {input.cams} --pseudo-masks {input.pseudo_masks} --seg-preds {input.seg_preds} "
+        "--out-summary {output.summary} --out-per-class {output.per_class} > {log} 2>&1"
 
 
 rule summary:
@@ -36,14 +39,20 @@ rule summary:
         per_class=f"{RESULTS}/per_class.csv",
         plot=f"{RESULTS}/miou_over_rounds.png",
     params:
-        settings=json.dumps({"run": config["run"], "dataset": config["dataset"]["kind"],
-                             "conta_mode": config["conta"]["mode"]}),
+        script=fixed(f"{PY}/summary.py"),
+        settings=json.dumps(
+            {
+                "run": config["run"],
+                "dataset": config["dataset"]["kind"],
+                "conta_mode": config["conta"]["mode"],
+            }
+        ),
     conda:
         "../envs/conta.yaml"
     log:
         f"{LOGS}/summary.log",
     threads: 1
     shell:
-        "{PY}/summary.py --settings {params.settings:q} --summaries {input.summaries} "
+        "{params.script} --settings {params.settings:q} --summaries {input.summaries} "
         "--per-class {input.per_class} --out-csv {output.csv} --out-md {output.md} "
         "--out-per-class {output.per_class} --out-plot {output.plot} > {log} 2>&1"

@@ -4,35 +4,7 @@
 #   irnet: the CAM shard walked over the round's relation network (rules/irnet.smk:
 #          ir_label -> train_relation -> here).
 # Either way the output is the same pseudo_mask shard, so the rules downstream do not
-# know which method made it.
-
-EXPAND_METHOD = config["expand"]["method"]
-IRNET = EXPAND_METHOD == "irnet"
-EXPAND_GPUS = 1 if IRNET else 0  # irnet runs the relation network; crf is CPU only
-
-
-def expand_settings():
-    """Only the chosen method's keys: editing the other method's settings reruns nothing."""
-    if IRNET:
-        part = {"method": "irnet", "irnet": {"walk": config["expand"]["irnet"]["walk"]}}
-    else:
-        part = {"method": EXPAND_METHOD, EXPAND_METHOD: config["expand"][EXPAND_METHOD]}
-    return settings(expand=part, shards=config["shards"])
-
-
-def expand_inputs(wildcards):
-    """crf reads the CAM shard only; irnet also the round's relation network."""
-    inputs = {"cam": f"{round_dir(wildcards.round)}/cam/shard{wildcards.shard}.h5"}
-    if IRNET:
-        inputs["relation_net"] = f"{round_dir(wildcards.round)}/relation_net.pt"
-    return inputs
-
-
-def relation_net_arg(wildcards, input):
-    """irnet: the network, and the device and GPU claim like the other GPU rules; crf: nothing."""
-    if "relation_net" not in input.keys():
-        return ""
-    return f"--relation-net {input.relation_net} {DEVICE_ARGS} --gpus {EXPAND_GPUS}"
+# know which method made it; only the chosen method's keys reach the step.
 
 
 rule expand:
@@ -42,8 +14,12 @@ rule expand:
     output:
         f"{RESULTS}/round{{round}}/pseudo_mask/shard{{shard}}.h5",
     params:
-        settings=expand_settings(),
+        script=fixed(f"{PY}/expand.py"),
+        settings=step_settings("expand"),
+        runtime=step_runtime("expand"),
+        expect=step_expect("expand"),
         relation_net=relation_net_arg,
+        index_dir=INDEX_DIR,
     conda:
         "../envs/conta.yaml"
     log:
@@ -56,6 +32,7 @@ rule expand:
     resources:
         gpu=EXPAND_GPUS,
     shell:
-        "{PY}/expand.py --settings {params.settings:q} --threads {threads} --index-dir {INDEX_DIR} "
-        "--round {wildcards.round} --cam {input.cam} {params.relation_net} --shard {wildcards.shard} "
-        "--out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
+        "--expect {params.expect:q} --threads {threads} --index-dir {params.index_dir} "
+        "--round {wildcards.round} --cam {input.cam} {params.relation_net} "
+        "--shard {wildcards.shard} --out {output} > {log} 2>&1"

@@ -4,11 +4,6 @@
 # With expand.method crf nothing here is requested, so nothing here runs.
 
 
-def irnet_settings(part, **extra):
-    """The round's settings of one IRNet step: expand.irnet.<part> only."""
-    return settings(expand={"method": "irnet", "irnet": {part: config["expand"]["irnet"][part]}}, **extra)
-
-
 rule ir_label:
     input:
         INDEX,
@@ -16,7 +11,10 @@ rule ir_label:
     output:
         f"{RESULTS}/round{{round}}/ir_label/shard{{shard}}.h5",
     params:
-        settings=irnet_settings("ir_label", shards=config["shards"]),
+        script=fixed(f"{PY}/ir_label.py"),
+        settings=step_settings("ir_label"),
+        expect=step_expect("ir_label"),
+        index_dir=INDEX_DIR,
     conda:
         "../envs/conta.yaml"
     log:
@@ -26,20 +24,9 @@ rule ir_label:
     # Two dense CRFs per image: CPU only.
     threads: 1
     shell:
-        "{PY}/ir_label.py --settings {params.settings:q} --threads {threads} --index-dir {INDEX_DIR} "
-        "--round {wildcards.round} --cam {input.cam} --shard {wildcards.shard} --out {output} > {log} 2>&1"
-
-
-def relation_inputs(wildcards):
-    """All IR label shards of the round; the classifier too when its backbone is the frozen one."""
-    inputs = {"ir_labels": shard_files(wildcards.round, "ir_label")}
-    if config["expand"]["irnet"]["train"]["weights"] == "classifier":
-        inputs["classifier"] = f"{round_dir(wildcards.round)}/classifier.pt"
-    return inputs
-
-
-def classifier_arg(wildcards, input):
-    return f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
+        "{params.script} --settings {params.settings:q} --expect {params.expect:q} "
+        "--threads {threads} --index-dir {params.index_dir} --round {wildcards.round} "
+        "--cam {input.cam} --shard {wildcards.shard} --out {output} > {log} 2>&1"
 
 
 rule train_relation:
@@ -49,8 +36,13 @@ rule train_relation:
     output:
         f"{RESULTS}/round{{round}}/relation_net.pt",
     params:
-        settings=irnet_settings("train"),
+        script=fixed(f"{PY}/train_relation.py"),
+        settings=step_settings("train_relation"),
+        runtime=step_runtime("train_relation"),
+        expect=step_expect("train_relation"),
         classifier=classifier_arg,
+        index_dir=INDEX_DIR,
+        device=fixed(DEVICE_ARGS),
     conda:
         "../envs/conta.yaml"
     log:
@@ -61,6 +53,7 @@ rule train_relation:
     resources:
         gpu=1,
     shell:
-        "{PY}/train_relation.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --gpus {resources.gpu} "
-        "--index-dir {INDEX_DIR} --round {wildcards.round} --ir-labels {input.ir_labels} {params.classifier} "
-        "--out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
+        "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
+        "--index-dir {params.index_dir} --round {wildcards.round} --ir-labels {input.ir_labels} "
+        "{params.classifier} --out {output} > {log} 2>&1"

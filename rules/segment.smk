@@ -1,4 +1,5 @@
-# Step 3: DeepLab-v2 trained on the pseudo-masks; predictions on the training and evaluation splits.
+# Step 3: DeepLab-v2 trained on the pseudo-masks; predictions on the evaluation split, and
+# on the training split where the confounder reads them (rules/common.smk round_targets).
 
 
 rule train_segmenter:
@@ -8,7 +9,14 @@ rule train_segmenter:
     output:
         f"{RESULTS}/round{{round}}/segmenter.pt",
     params:
-        settings=settings("segment"),
+        script=fixed(f"{PY}/train_segmenter.py"),
+        settings=step_settings("train_segmenter"),
+        runtime=step_runtime("train_segmenter"),
+        expect=step_expect("train_segmenter"),
+        index_dir=INDEX_DIR,
+        device=fixed(DEVICE_ARGS),
+        checkpoints=checkpoint_args("segmenter"),
+        tensorboard=tensorboard_arg("train_segmenter"),
     conda:
         "../envs/conta.yaml"
     log:
@@ -19,11 +27,10 @@ rule train_segmenter:
     resources:
         gpu=TRAIN_GPUS,
     shell:
-        "{PY}/train_segmenter.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} "
-        "--gpus {resources.gpu} --checkpoint-dir {CHECKPOINTS}/round{wildcards.round}/segmenter "
-        "--checkpoint-every {CHECKPOINT_EVERY} "
-        "--index-dir {INDEX_DIR} --round {wildcards.round} --pseudo-masks {input.pseudo_masks} "
-        "--out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
+        "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
+        "{params.checkpoints} {params.tensorboard} --index-dir {params.index_dir} "
+        "--round {wildcards.round} --pseudo-masks {input.pseudo_masks} --out {output} > {log} 2>&1"
 
 
 rule predict:
@@ -33,7 +40,12 @@ rule predict:
     output:
         f"{RESULTS}/round{{round}}/seg_pred/{{split}}/shard{{shard}}.h5",
     params:
-        settings=settings("segment", shards=config["shards"]),
+        script=fixed(f"{PY}/predict.py"),
+        settings=step_settings("predict"),
+        runtime=step_runtime("predict"),
+        expect=step_expect("predict"),
+        index_dir=INDEX_DIR,
+        device=fixed(DEVICE_ARGS),
     conda:
         "../envs/conta.yaml"
     log:
@@ -44,7 +56,7 @@ rule predict:
     resources:
         gpu=1,
     shell:
-        "{PY}/predict.py --settings {params.settings:q} --threads {threads} {DEVICE_ARGS} --gpus {resources.gpu} "
-        "--index-dir {INDEX_DIR} "
-        "--round {wildcards.round} --segmenter {input.segmenter} --split {wildcards.split} "
-        "--shard {wildcards.shard} --out {output} > {log} 2>&1"
+        "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
+        "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
+        "--index-dir {params.index_dir} --round {wildcards.round} --segmenter {input.segmenter} "
+        "--split {wildcards.split} --shard {wildcards.shard} --out {output} > {log} 2>&1"

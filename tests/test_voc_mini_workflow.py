@@ -102,8 +102,10 @@ def test_voc_mini_end_to_end(tmp_path):
     assert np.isfinite(values).all() and ((values >= 0) & (values <= 100)).all()
     per_class = pd.read_csv(results / "per_class.csv")
     assert set(per_class["step"]) == {"cam", "pseudo_mask", "seg"}
-    for folder in ("cam", "pseudo_mask", "seg_pred/train", "seg_pred/val"):
+    for folder in ("cam", "pseudo_mask", "seg_pred/val"):
         assert (results / "round0" / folder / "shard0.h5").exists()
+    # Nothing reads the last round's training-split prediction: it is not made.
+    assert not (results / "round0" / "seg_pred" / "train").exists()
     again = snakemake(work, config, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -173,4 +175,5 @@ def test_bad_items_stop_the_run_at_dataset_index(tmp_path):
         assert image_id in report
     assert "skipped" in (work / "results/broken/logs/dataset_index.log").read_text()
     plan = planned_jobs(snakemake(work, config, "-n").stdout)
-    assert "dataset_index" not in plan and plan["train_classifier"] == 1 and plan["predict"] == 2
+    # rounds 0: predictions of the eval split only (nothing reads the training split's)
+    assert "dataset_index" not in plan and plan["train_classifier"] == 1 and plan["predict"] == 1

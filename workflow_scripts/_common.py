@@ -22,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from _provenance import StepParser, check_inputs, settings_digest
+
 STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"  # test hook, see conta_core.train
 _claim = None  # the job's GPU claim: held (its lock files open) until the process exits
 _threads = None  # the job's CPU thread count (set by setup, recorded by provenance)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    """The step's arguments; --runtime and --expect come with --settings (see _provenance)."""
+    p = StepParser(description=description)
     p.add_argument("--settings", type=json.loads, required=True,
                    help="the step's settings as a JSON object")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the rule's threads)")
@@ -88,6 +91,8 @@ def setup(args: argparse.Namespace, *, uses_torch: bool = True):
          f"threads {threads} seed {seed}")
     atexit.register(lambda: _log(f"end {time.strftime('%H:%M:%S')} unix={time.time():.3f} "
                                  f"({time.time() - start:.1f}s)"))
+    # Provenance: every input artifact must come from this run's settings and round.
+    check_inputs(getattr(args, "expect", None))
     return device
 
 
@@ -129,7 +134,7 @@ def shard_ids(ids: list[str], shard: int, shards: int) -> list[str]:
 def provenance(step: str, round_index: int | None, settings: dict, class_names: list[str], **extra) -> dict:
     from conta_core.store import digest
 
-    attrs = {"step": step, "config_digest": digest(settings), "class_names": class_names, **extra}
+    attrs = {"step": step, "config_digest": settings_digest(settings), "class_names": class_names, **extra}
     if _threads is not None:  # results depend on the CPU thread count: record it with every artifact
         attrs["threads"] = _threads
     if round_index is not None:

@@ -33,5 +33,6 @@ if __name__ == "__main__":
                                 weight_decay=cfg["weight_decay"], momentum=cfg["momentum"],
                                 poly_power=cfg["poly_power"], radius=cfg["radius"], num_workers=cfg["num_workers"],
                                 device=device, seed=s["seed"], name=f"relation net round {args.round}")
-    save_model(args.out, model, {"round": args.round, "settings": s, "loss_history": losses,
+    save_model(args.out, model, {"round": args.round, "settings": s, "config_digest": args.config_digest,
+                                 "loss_history": losses,
                                  "class_names": index.classes})

@@ -39,6 +39,7 @@ if __name__ == "__main__":
                                          scalars=scalars)
     # What conta-predict needs to rebuild the model and read and colour images as the workflow does.
     save_model(args.out, model, {"format": SEGMENTER_FORMAT, "round": args.round, "settings": s,
+                                 "config_digest": args.config_digest,
                                  "loss_history": history, "class_names": index.classes,
                                  "palette": index.palette, "void": index.void,
                                  "max_side": getattr(index, "max_side", None)})

@@ -1,0 +1,202 @@
+"""What each step of a round reads from the config: the settings that make its output.
+
+A rule passes its step's *result settings* as `--settings` (a Snakemake param, so a
+change reruns the step) and the keys that change only its speed as `--runtime`
+(a derived param, which Snakemake does not compare). The producer records the
+digest of its result settings in its output (`config_digest`, with the round);
+each consumer is told, with `--expect`, the digest and round of every input it
+reads, so a foreign or stale file is refused instead of used.
+
+    round 0                 the baseline: no conta key reaches it
+    round t >= 1            conta.* reaches the classifier and its CAMs when the
+                            mode is not off, and the confounder of round t - 1
+    evaluation only         cam.bg_threshold (scoring CAMs as masks)
+
+No Snakemake import: tests build the same settings from a config dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+# Keys that change only how fast a step runs, never what it writes (section path -> keys).
+RUNTIME_KEYS = {
+    ("classifier",): ("num_workers",),
+    ("segment",): ("num_workers", "predict_batch_size"),
+    ("cam",): ("batch_size",),
+    ("expand", "irnet", "train"): ("num_workers",),
+    ("expand", "irnet", "walk"): ("batch_size",),
+}
+# Read by evaluate only (scoring), never by a step that makes an artifact.
+EVAL_ONLY_KEYS = {("cam",): ("bg_threshold",)}
+# Dataset keys only one dataset kind reads (the others ignore them).
+KIND_ONLY_KEYS = {"sbd_root": "voc12", "aug_masks": "voc12", "label_source": "voc12",
+                  "mask_shards": "coco14", "verify_images": "coco14"}
+# predict reads these segment keys (the network, its multi-scale inputs and the CRF);
+# the training keys reach it through the segmenter it loads.
+SEGMENTER_ARCHITECTURE = ("backbone", "output_stride", "weights", "freeze_bn", "freeze_conv1",
+                          "aspp_rates", "msc_scales")
+# segment.crf is post-processing of predictions: it never reaches training.
+PREDICT_ONLY = ("crf", "predict_train_all")
+
+
+def digest(obj: Any) -> str:
+    """The same digest as conta_core.store.digest (tests check they agree); no conta_core import
+    here because Snakemake may plan in an environment without the package."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without(section: dict, *keys: str) -> dict:
+    return {k: copy.deepcopy(v) for k, v in section.items() if k not in keys}
+
+
+def _pick(section: dict, keys) -> dict:
+    return {k: copy.deepcopy(section[k]) for k in keys if k in section}
+
+
+def _section(config: dict, path: tuple[str, ...]) -> dict:
+    node = config
+    for key in path:
+        node = (node or {}).get(key) or {}
+    return node
+
+
+class Steps:
+    """The result settings, runtime settings and input expectations of every step of a config."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.rounds = int(config["rounds"])
+        self.shards = int(config["shards"])
+        self.dataset = config["dataset"]
+        self.train_split = self.dataset["train_split"]
+        self.eval_split = self.dataset["eval_split"]
+        self.mode = config["conta"]["mode"]
+        self.method = config["expand"]["method"]
+
+    # -- which round reads what -------------------------------------------------------
+    def uses_context(self, round_index: int) -> bool:
+        """Round t's classifier and CAMs read conta.* and round t - 1's confounder."""
+        return int(round_index) > 0 and self.mode != "off"
+
+    def builds_confounder(self, round_index: int) -> bool:
+        return int(round_index) < self.rounds and self.uses_context(int(round_index) + 1)
+
+    def predicts_train(self, round_index: int) -> bool:
+        """Round t's training-split prediction is built only where something reads it: the
+        confounder (source seg_mask), unless segment.predict_train_all asks for every round."""
+        if self.config["segment"].get("predict_train_all", False):
+            return True
+        return self.builds_confounder(round_index) and self.config["confounder"]["source"] == "seg_mask"
+
+    # -- result settings, by step ------------------------------------------------------
+    def _base(self, seed: bool = True) -> dict:
+        base = {"train_split": self.train_split}
+        if seed:
+            base["seed"] = self.config["seed"]
+        return base
+
+    def _conta(self, round_index: int) -> dict:
+        # Round 0 (and every round with mode off) trains without context: no conta key reaches it.
+        return copy.deepcopy(self.config["conta"]) if self.uses_context(round_index) else {"mode": "off"}
+
+    def settings(self, step: str, round_index: int | None = None, split: str | None = None) -> dict:
+        c, t = self.config, round_index
+        if step == "generate_synthetic":
+            return copy.deepcopy(self.dataset.get("synthetic") or {})
+        if step == "dataset_index":
+            kind = self.dataset["kind"]
+            ignored = {"synthetic"} | ({"root"} if kind == "synthetic" else set())  # the rule passes --root
+            return {k: copy.deepcopy(v) for k, v in self.dataset.items()
+                    if k not in ignored and KIND_ONLY_KEYS.get(k, kind) == kind}
+        if step == "train_classifier":
+            return {**self._base(), "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)]),
+                    "conta": self._conta(t)}
+        if step == "cam":
+            cam = _without(c["cam"], *RUNTIME_KEYS[("cam",)], *EVAL_ONLY_KEYS[("cam",)])
+            return {**self._base(), "shards": self.shards, "cam": cam, "conta": self._conta(t),
+                    "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)])}
+        if step == "expand":
+            if self.method == "irnet":
+                walk = _without(c["expand"]["irnet"]["walk"], *RUNTIME_KEYS[("expand", "irnet", "walk")])
+                part = {"method": "irnet", "irnet": {"walk": walk}}
+            else:
+                part = {"method": self.method, self.method: copy.deepcopy(c["expand"][self.method])}
+            return {**self._base(seed=False), "shards": self.shards, "expand": part}
+        if step == "ir_label":
+            part = {"method": "irnet", "irnet": {"ir_label": copy.deepcopy(c["expand"]["irnet"]["ir_label"])}}
+            return {**self._base(seed=False), "shards": self.shards, "expand": part}
+        if step == "train_relation":
+            train = _without(c["expand"]["irnet"]["train"], *RUNTIME_KEYS[("expand", "irnet", "train")])
+            return {**self._base(), "expand": {"method": "irnet", "irnet": {"train": train}}}
+        if step == "train_segmenter":
+            return {**self._base(), "segment": _without(c["segment"], *RUNTIME_KEYS[("segment",)], *PREDICT_ONLY)}
+        if step == "predict":
+            segment = {**_pick(c["segment"], SEGMENTER_ARCHITECTURE), "crf": c["segment"].get("crf", False)}
+            return {"shards": self.shards, "split": split, "segment": segment}
+        if step == "confounder":
+            conta = {"mode": self.mode, "map_size": copy.deepcopy(c["conta"]["map_size"])}
+            return {**self._base(), "conta": conta, "confounder": copy.deepcopy(c["confounder"])}
+        if step == "evaluate":
+            return {**self._base(seed=False), "eval_split": self.eval_split,
+                    "cam": _pick(c["cam"], EVAL_ONLY_KEYS[("cam",)])}
+        raise KeyError(f"no settings for step {step!r}")
+
+    def runtime(self, step: str) -> dict:
+        """The keys of `step` that change only its speed (merged over its settings by the step)."""
+        sections = {"train_classifier": [("classifier",)], "cam": [("cam",)],
+                    "train_segmenter": [("segment",)], "predict": [("segment",)],
+                    "train_relation": [("expand", "irnet", "train")], "expand": [("expand", "irnet", "walk")]}
+        out: dict = {}
+        for path in sections.get(step, []):
+            if step == "expand" and self.method != "irnet":
+                continue
+            values = _pick(_section(self.config, path), RUNTIME_KEYS[path])
+            if step == "train_segmenter":
+                values.pop("predict_batch_size", None)
+            if values:
+                node = out
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = values
+        return out
+
+    def digest(self, step: str, round_index: int | None = None, split: str | None = None) -> str:
+        return digest(self.settings(step, round_index, split))
+
+    # -- what each consumer expects of its inputs ------------------------------------------
+    def expect(self, step: str, round_index: int, inputs: dict[str, list[str]]) -> list[dict]:
+        """For each input file of `step` in round t: its kind, producer digest and round.
+
+        `inputs` maps the rule's input names to their paths (Snakemake's named input).
+        """
+        t = int(round_index)
+        producers = {
+            "classifier": ("classifier", "train_classifier", t, None),
+            "confounder": ("confounder", "confounder", t - 1, None),
+            "cam": ("cam", "cam", t, None),
+            "cams": ("cam", "cam", t, None),
+            "ir_labels": ("ir_label", "ir_label", t, None),
+            "relation_net": ("relation_net", "train_relation", t, None),
+            "pseudo_masks": ("pseudo_mask", "expand", t, None),
+            "segmenter": ("segmenter", "train_segmenter", t, None),
+            "seg_preds": ("seg_pred", "predict", t, self.eval_split),
+        }
+        if step == "confounder":
+            if self.config["confounder"]["source"] == "seg_mask":
+                producers["masks"] = ("seg_pred", "predict", t, self.train_split)
+            else:
+                producers["masks"] = ("pseudo_mask", "expand", t, None)
+        expected = []
+        for name, paths in inputs.items():
+            if name not in producers:
+                continue
+            kind, producer, producer_round, split = producers[name]
+            for path in ([paths] if isinstance(paths, str) else list(paths)):
+                expected.append({"path": str(path), "kind": kind, "round": producer_round,
+                                 "config_digest": self.digest(producer, producer_round, split)})
+        return expected

@@ -1,0 +1,319 @@
+"""Changing a config key reruns exactly the jobs that read it (issue 10 item 4), for EVERY key of the schema.
+
+A finished run is faked with `snakemake --touch` over empty outputs (Snakemake then records
+each output's params, as after a real run). Each key is then changed to another valid
+value and the run planned through Snakemake's Python API in this process (a dry run; about
+0.5 s a plan instead of ~2 s for a `snakemake -n` process). The jobs planned must be
+exactly the jobs that read the key directly, with everything downstream of them in the
+finished run's DAG. Which job reads which key is written out below, by hand, from what the
+steps do (not from rules/conta_steps.py, which it checks).
+"""
+import copy
+import fnmatch
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from workflow_helpers import run_snakemake
+
+from snakemake.api import SnakemakeApi
+from snakemake.io import is_flagged
+from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+TINY_IRNET = REPO / "tests" / "configs" / "tiny_irnet.yaml"
+SCHEMA = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+ROUNDS = 1  # tiny.yaml: rounds 0 and 1
+
+pytestmark = pytest.mark.workflow
+
+
+# -- planning in this process ------------------------------------------------------------------
+def _dag(workdir: Path, configfiles: list[Path], overrides: dict, use, forceall: bool = False):
+    """`use(dag)` of the planned DAG (a dry run: nothing is executed)."""
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(snakefile=REPO / "Snakefile", workdir=workdir,
+                                config_settings=ConfigSettings(configfiles=configfiles, config=overrides),
+                                resource_settings=ResourceSettings(cores=1))
+        internal = workflow.dag(dag_settings=DAGSettings(forceall=forceall)).workflow_api._workflow
+        internal._prepare_dag(forceall=forceall, ignore_incomplete=True, lock_warn_only=True)
+        internal._build_dag()
+        return use(internal.dag)
+
+
+def job_id(job) -> tuple:
+    return (job.rule.name, tuple(sorted((k, str(v)) for k, v in job.wildcards_dict.items())))
+
+
+class Run:
+    """A faked finished run of one configuration, planned again with one key changed."""
+
+    def __init__(self, workdir: Path, configfiles: list[Path], base: dict | None = None):
+        self.workdir, self.configfiles, self.base = workdir, configfiles, base or {}
+        graph = _dag(workdir, configfiles, self.base, self._graph, forceall=True)
+        self.jobs, self.consumers, outputs = graph
+        for path, is_directory in outputs:
+            target = workdir / path
+            if is_directory:
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+        # --forceall: also the outputs that exist already (folders) get their metadata recorded;
+        # a second pass puts right any output whose mtime came out no newer than its input's.
+        args = ["--configfile", *map(str, configfiles), *self.cli_args()]  # one --configfile: the last wins
+        run_snakemake(workdir, "--touch", "--forceall", *args)
+        if self.plan({}):
+            run_snakemake(workdir, "--touch", *args)
+        assert self.plan({}) == set(), "a touched run must be complete"
+
+    def cli_args(self) -> list[str]:
+        return ["--config", *[f"{k}={json.dumps(v)}" for k, v in self.base.items()]] if self.base else []
+
+    @staticmethod
+    def _graph(dag):
+        jobs = {job_id(j) for j in dag.jobs}
+        consumers = {job_id(j): {job_id(c) for c in dag.depending[j]} for j in dag.jobs}
+        outputs = [(str(f), is_flagged(f, "directory")) for j in dag.jobs for f in j.output]
+        return jobs, consumers, outputs
+
+    def plan(self, overrides: dict) -> set:
+        config = merge(copy.deepcopy(self.base), copy.deepcopy(overrides))
+        planned = _dag(self.workdir, self.configfiles, config, lambda dag: {job_id(j) for j in dag.needrun_jobs()})
+        return planned - {("all", ())}
+
+    def downstream(self, direct: set) -> set:
+        out, todo = set(), list(direct)
+        while todo:
+            job = todo.pop()
+            if job in out:
+                continue
+            out.add(job)
+            todo.extend(self.consumers.get(job, ()))
+        return out - {("all", ())}
+
+    def select(self, rule: str, rounds=None) -> set:
+        return {j for j in self.jobs if j[0] == rule and
+                (rounds is None or int(dict(j[1])["round"]) in rounds)}
+
+
+@pytest.fixture(scope="module")
+def crf_run(tmp_path_factory):
+    return Run(tmp_path_factory.mktemp("crf"), [TINY])
+
+
+@pytest.fixture(scope="module")
+def irnet_run(tmp_path_factory):
+    return Run(tmp_path_factory.mktemp("irnet"), [TINY, TINY_IRNET], {"expand": {"method": "irnet"}})
+
+
+# -- every key of the schema -----------------------------------------------------------------------
+def schema_keys(node=SCHEMA, path=()):
+    if node.get("type") == "object" and "properties" in node:
+        for key, child in node["properties"].items():
+            yield from schema_keys(child, path + (key,))
+    else:
+        yield ".".join(path), node
+
+
+def config_of(run: Run) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    for path in run.configfiles:
+        merge(config, yaml.safe_load(path.read_text()))
+    return merge(config, copy.deepcopy(run.base))
+
+
+def merge(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def get(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        node = (node or {}).get(part)
+    return node
+
+
+def nested(key: str, value) -> dict:
+    out = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+SPECIAL_VALUES = {"device": "cpu", "dataset.train_split": "val", "dataset.eval_split": "train",
+                  "dataset.classes": ["background", "a", "b"], "dataset.label_map": {"0": 0},
+                  "conta.mode": "seg_mask", "expand.irnet.train.weights": "none",
+                  "classifier.weights": "imagenet", "segment.weights": "imagenet",
+                  "report.overlay_ids": ["train_0000"]}
+
+
+def changed(key: str, node: dict, current):
+    """Another value of `key` that the schema accepts."""
+    if key in SPECIAL_VALUES:
+        return SPECIAL_VALUES[key]
+    if "$ref" in node:
+        node = {**SCHEMA["definitions"][node["$ref"].split("/")[-1]], **node}
+    if "enum" in node:
+        return next(v for v in node["enum"] if v != current)
+    if "anyOf" in node:
+        return next(v for option in node["anyOf"] for v in option.get("enum", [option.get("const")])
+                    if v is not None and v != current)
+    types = node.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    if current is None:
+        types = [t for t in types if t != "null"]
+        return {"integer": max(1, node.get("minimum", 1)), "number": 0.5, "string": "/nonexistent",
+                "array": [1], "object": {}}[types[0]]
+    if isinstance(current, bool):
+        return not current
+    if isinstance(current, int) and "integer" in types:
+        return current + 1 if current + 1 <= node.get("maximum", current + 1) else current - 1
+    if isinstance(current, (int, float)):
+        return current / 2 if current else 0.5
+    if isinstance(current, str):
+        return current + "x"
+    if isinstance(current, list):
+        if not current:
+            return ["x"]
+        return [changed(key, node.get("items", {}), current[0])] + current[1:]
+    if isinstance(current, dict):
+        return {**current, "extra": "extra.txt"}
+    raise AssertionError(f"no other value for {key} = {current!r}")
+
+
+# What reads each key (first match wins). `direct(run)` gives the jobs that read the key;
+# the expected plan is those and everything downstream of them in the finished run.
+ALL_ROUNDS, LATER_ROUNDS = None, range(1, ROUNDS + 1)
+NOTHING = lambda run: set()  # noqa: E731
+READERS = [
+    # speed, scheduling and logging only: never a rerun
+    ("device threads resources.* classifier.num_workers segment.num_workers segment.predict_batch_size "
+     "cam.batch_size logging.*", "any", NOTHING),
+    ("expand.irnet.train.num_workers expand.irnet.walk.batch_size", "any", NOTHING),
+    # evaluation only
+    ("cam.bg_threshold", "any", lambda run: run.select("evaluate")),
+    # the report's overlays only (rules of the report, where present)
+    ("report.*", "any", lambda run: {j for j in run.jobs if "overlay" in j[0] or "report" in j[0]}),
+    # keys the synthetic dataset does not read
+    ("dataset.root dataset.sbd_root dataset.aug_masks dataset.label_source dataset.mask_shards "
+     "dataset.verify_images", "any", NOTHING),
+    ("dataset.synthetic.*", "any", lambda run: run.select("generate_synthetic")),
+    ("dataset.*", "any", lambda run: run.select("dataset_index")),
+    ("seed", "any", lambda run: run.select("train_classifier") | run.select("train_segmenter")
+     | run.select("confounder") | run.select("train_relation")),
+    ("classifier.*", "any", lambda run: run.select("train_classifier")),
+    ("cam.*", "any", lambda run: run.select("cam")),
+    # CONTA: rounds >= 1, and the confounder built for them
+    ("conta.mode conta.map_size", "any", lambda run: run.select("train_classifier", LATER_ROUNDS)
+     | run.select("cam", LATER_ROUNDS) | run.select("confounder")),
+    ("conta.*", "any", lambda run: run.select("train_classifier", LATER_ROUNDS) | run.select("cam", LATER_ROUNDS)),
+    ("confounder.source", "any", lambda run: run.select("confounder")),
+    ("segment.crf", "any", lambda run: run.select("predict")),
+    ("segment.*", "any", lambda run: run.select("train_segmenter")),
+    # only the chosen expansion method's keys
+    ("expand.crf.*", "crf", lambda run: run.select("expand")),
+    ("expand.crf.*", "irnet", NOTHING),
+    ("expand.irnet.*", "crf", NOTHING),
+    ("expand.irnet.ir_label.*", "irnet", lambda run: run.select("ir_label")),
+    ("expand.irnet.train.*", "irnet", lambda run: run.select("train_relation")),
+    ("expand.irnet.walk.*", "irnet", lambda run: run.select("expand")),
+]
+# Keys that change which jobs exist (paths, rounds, shards, methods): checked one by one below.
+STRUCTURAL = {"run", "rounds", "shards", "dataset.kind", "dataset.train_split", "dataset.eval_split",
+              "expand.method", "segment.predict_train_all"}
+
+
+def readers(key: str, baseline: str):
+    for patterns, where, direct in READERS:
+        if where in ("any", baseline) and any(fnmatch.fnmatchcase(key, p) for p in patterns.split()):
+            return direct
+    raise AssertionError(f"config key {key} is not classified in tests/test_rerun_keys.py READERS: "
+                         f"say which steps read it")
+
+
+def check_keys(run: Run, baseline: str, keys: list[str]):
+    config, failures = config_of(run), []
+    for key, node in schema_keys():
+        if key not in keys:
+            continue
+        current = get(config, key)
+        value = changed(key, node, node.get("default") if current is None else current)
+        planned = run.plan(nested(key, value))
+        expected = run.downstream(readers(key, baseline)(run))
+        if planned != expected:
+            failures.append(f"{key} -> {value!r}: reran {sorted(planned - expected)} needlessly, "
+                            f"missed {sorted(expected - planned)}")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_key_is_classified():
+    for key, _ in schema_keys():
+        if key not in STRUCTURAL:
+            readers(key, "crf"), readers(key, "irnet")
+
+
+def test_each_key_reruns_exactly_its_readers_crf(crf_run):
+    keys = [k for k, _ in schema_keys() if k not in STRUCTURAL]
+    check_keys(crf_run, "crf", keys)
+
+
+def test_each_key_reruns_exactly_its_readers_irnet(irnet_run):
+    keys = [k for k, _ in schema_keys() if k.startswith("expand.") and k not in STRUCTURAL]
+    check_keys(irnet_run, "irnet", keys)
+
+
+def rules_of(jobs: set) -> dict:
+    counts = {}
+    for rule, _ in jobs:
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def test_structural_keys(crf_run):
+    run = crf_run
+    training = {"train_classifier", "train_segmenter", "train_relation"}
+    # A new run name: a new folder, every job.
+    assert rules_of(run.plan({"run": "other"})) == rules_of(run.jobs - {("all", ())})
+    # One round more: round 2's jobs, the confounder and training prediction of round 1, the summary.
+    planned = run.plan({"rounds": 2})
+    assert not {j for j in planned if j[0] in training and dict(j[1])["round"] != "2"}
+    assert {("confounder", (("round", "1"),)), ("train_classifier", (("round", "2"),))} <= planned
+    assert ("predict", (("round", "1"), ("shard", "0"), ("split", "train"))) in planned
+    # Two shards: every inference job of every round; no classifier retrained in round 0.
+    planned = run.plan({"shards": 2})
+    assert ("cam", (("round", "0"), ("shard", "1"))) in planned
+    assert ("train_classifier", (("round", "0"),)) not in planned
+    # The last round's training split is predicted only when asked, and nothing else reruns.
+    assert run.plan({"segment": {"predict_train_all": True}}) == {
+        ("predict", (("round", str(ROUNDS)), ("shard", "0"), ("split", "train")))}
+    # conta.mode off: rounds >= 1 become baselines; no confounder; round 0 untouched.
+    planned = run.plan({"conta": {"mode": "off"}})
+    assert not {j for j in planned if j[0] == "confounder" or dict(j[1]).get("round") == "0"}
+    assert ("train_classifier", (("round", "1"),)) in planned
+    # IRNet instead of the CRF: the round's relation network and walk; the classifier stays.
+    planned = run.plan({"expand": {"method": "irnet"}})
+    assert rules_of(planned).get("train_relation") == ROUNDS + 1
+    assert ("train_classifier", (("round", "0"),)) not in planned
+    assert ("cam", (("round", "0"), ("shard", "0"))) not in planned
+    # Another dataset kind: the index and everything after it, nothing generated.
+    planned = run.plan({"dataset": {"kind": "voc_layout", "root": "/nonexistent"}})
+    assert planned == run.downstream(run.select("dataset_index"))
+    # Other splits: the index and everything after it (predictions of the splits now read).
+    for split_key, split in (("train_split", "val"), ("eval_split", "train")):
+        planned = run.plan({"dataset": {split_key: split}})
+        kept = {j for j in run.downstream(run.select("dataset_index")) if j[0] != "predict"}
+        assert kept <= planned and "generate_synthetic" not in rules_of(planned)
+
+
+def test_last_round_training_prediction_is_not_built(crf_run):
+    """Issue 10 item 11: nothing reads the last round's training-split prediction."""
+    predicted = {dict(j[1])["round"] + "/" + dict(j[1])["split"] for j in crf_run.select("predict")}
+    assert predicted == {"0/train", "0/val", "1/val"}
