@@ -106,7 +106,9 @@ class VGG16Trunk(nn.Module):
 
 
 def build_vgg16(weights: str = "none", width: float = 1.0, fc6_dilation: int = 12, fc7_kernel: int = 3,
-                **_ignored) -> VGG16Trunk:
+                output_stride: int = 8) -> VGG16Trunk:
+    if output_stride != 8:
+        raise ValueError(f"the VGG-16 LargeFOV trunk has output stride 8, got output_stride {output_stride}")
     trunk = VGG16Trunk(width, fc6_dilation, fc7_kernel)
     load_vgg16_weights(trunk, weights)
     return trunk
