@@ -242,3 +242,22 @@ def test_adjust_mode_with_eq3_context_keeps_the_baseline_init():
     assert {id(p) for p in model.context.parameters()} <= {id(p) for p in groups["new"]}
     with pytest.raises(ValueError, match="X_m"):
         model(torch.randn(1, 3, 32, 32))
+
+
+def test_paper_schedule_adam_poly():
+    from conta_core.train import TrainSettings, build_optimizer, lr_factor
+    s = TrainSettings(epochs=8, batch_size=8, lr=seam.PAPER_SETTINGS["lr"], optimizer="adam",
+                      poly_power=seam.PAPER_SETTINGS["poly_power"], weight_decay=5e-4)
+    max_iters = 8 * (10582 // 8)
+    for it in (0, 1, 5000, max_iters - 1):
+        assert s.lr * lr_factor(it, max_iters, s) == pytest.approx(0.01 * (1 - it / max_iters) ** 0.9)
+    opt = build_optimizer(seam.optimizer_groups(tiny_seam(3)), s)
+    assert isinstance(opt, torch.optim.Adam)
+    # frozen BN and bias-free convolutions: only SEAM's 1x and 10x weight groups have parameters
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
+    torch.manual_seed(0)
+    trained_bn = SeamClassifier(build_resnet38(0.0625, "none", freeze_bn=False), 3)
+    opt = build_optimizer(seam.optimizer_groups(trained_bn), s)
+    # trained BN scales and shifts join the pretrained biases: 2x, no weight decay
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02, 0.1])
+    assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 5e-4]
