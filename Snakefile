@@ -16,7 +16,7 @@ import yaml
 # where workflow.basedir is the other workflow's folder).
 WORKFLOW_DIR = workflow.current_basedir.get_path_or_uri(secret_free=True)
 sys.path.insert(0, f"{WORKFLOW_DIR}/rules")  # the rules' Python helpers (rules/*.py)
-from conta_config import apply_cli_types, restore_file_strings
+from conta_config import apply_cli_types, restore_file_strings, with_defaults
 
 
 # The repository's config.yaml is the default, also when --directory points elsewhere;
@@ -30,9 +30,15 @@ configfile: f"{WORKFLOW_DIR}/config.yaml"
 # `--config 'conta={mode: off}'` stays "off", `'classifier={epochs: 3}'` becomes 3.
 with open(f"{WORKFLOW_DIR}/schemas/config.schema.yaml") as _schema_file:
     _SCHEMA = yaml.safe_load(_schema_file)
-_CONFIG_FILES = [f"{WORKFLOW_DIR}/config.yaml", *map(str, workflow.config_settings.configfiles)]
+_CONFIG_FILES = [
+    f"{WORKFLOW_DIR}/config.yaml",
+    *map(str, workflow.config_settings.configfiles),
+]
 restore_file_strings(config, [open(path).read() for path in _CONFIG_FILES], _SCHEMA)
 apply_cli_types(config, workflow.config_settings.config, _SCHEMA)
+# Used as a module (`module conta: config: ...`), Snakemake skips the configfile above: the
+# given config is laid over config.yaml's defaults (a plain run already holds them all).
+with_defaults(config, yaml.safe_load(open(f"{WORKFLOW_DIR}/config.yaml")))
 
 validate(config, "schemas/config.schema.yaml")
 
@@ -48,6 +54,7 @@ include: "rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
@@ -55,4 +62,3 @@ rule all:
         # Every round's artifacts that something reads are products too: a deleted one is
         # rebuilt, with what depends on it (IRNet's intermediate products likewise).
         round_targets(),
-    default_target: True

@@ -7,24 +7,24 @@ rule train_classifier:
         unpack(previous_confounder),
     output:
         f"{RESULTS}/round{{round}}/classifier.pt",
+    log:
+        f"{LOGS}/round{{round}}/train_classifier.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/train_classifier.tsv"
+    conda:
+        "../envs/conta.yaml"
+    threads: GPU_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
     params:
         script=fixed(f"{PY}/train_classifier.py"),
         settings=step_settings("train_classifier"),
         runtime=step_runtime("train_classifier"),
         expect=step_expect("train_classifier"),
         confounder=confounder_arg,
-        index_dir=INDEX_DIR,
+        index_dir=index_dir_of,
         device=fixed(DEVICE_ARGS),
         checkpoints=checkpoint_args("classifier"),
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/round{{round}}/train_classifier.log",
-    benchmark:
-        f"{BENCH}/round{{round}}/train_classifier.tsv"
-    threads: GPU_THREADS
-    resources:
-        gpu=TRAIN_GPUS,
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
@@ -39,23 +39,23 @@ rule cam:
         classifier=f"{RESULTS}/round{{round}}/classifier.pt",
     output:
         f"{RESULTS}/round{{round}}/cam/shard{{shard}}.h5",
+    log:
+        f"{LOGS}/round{{round}}/cam_shard{{shard}}.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/cam_shard{{shard}}.tsv"
+    conda:
+        "../envs/conta.yaml"
+    threads: GPU_THREADS
+    resources:
+        gpu=1,
     params:
         script=fixed(f"{PY}/cam.py"),
         settings=step_settings("cam"),
         runtime=step_runtime("cam"),
         expect=step_expect("cam"),
         confounder=confounder_arg,
-        index_dir=INDEX_DIR,
+        index_dir=index_dir_of,
         device=fixed(DEVICE_ARGS),
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/round{{round}}/cam_shard{{shard}}.log",
-    benchmark:
-        f"{BENCH}/round{{round}}/cam_shard{{shard}}.tsv"
-    threads: GPU_THREADS
-    resources:
-        gpu=1,
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "

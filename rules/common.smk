@@ -23,7 +23,9 @@ DEVICE_ARGS = f"--device {config['device']}"
 
 # voc12 and coco14 build their own splits; other kinds list theirs in dataset.splits.
 _FIXED_SPLITS = {"voc12": ("train_aug", "train", "val"), "coco14": ("train", "val")}
-_KNOWN_SPLITS = _FIXED_SPLITS.get(config["dataset"]["kind"], config["dataset"]["splits"])
+_KNOWN_SPLITS = _FIXED_SPLITS.get(
+    config["dataset"]["kind"], config["dataset"]["splits"]
+)
 for _split in (TRAIN_SPLIT, EVAL_SPLIT):
     if _split not in _KNOWN_SPLITS:
         raise ValueError(
@@ -72,6 +74,11 @@ def fixed(value):
     return lambda wildcards, threads: value
 
 
+def index_dir_of(wildcards, input):
+    """The dataset folder: where the rule's first input (INDEX's index.csv) lies."""
+    return os.path.dirname(input[0])
+
+
 def checkpoint_args(model):
     """Where and how often training saves resumable state; never a rerun trigger."""
     return lambda wildcards, threads: (
@@ -118,7 +125,11 @@ def step_expect(step):
 
 def settings(*sections, **extra):
     """Whole config sections as JSON, for rules whose step reads whole sections."""
-    chosen = {"seed": config["seed"], "train_split": TRAIN_SPLIT, "eval_split": EVAL_SPLIT}
+    chosen = {
+        "seed": config["seed"],
+        "train_split": TRAIN_SPLIT,
+        "eval_split": EVAL_SPLIT,
+    }
     chosen.update({name: config[name] for name in sections})
     chosen.update(extra)
     return json.dumps(chosen, sort_keys=True)
@@ -188,7 +199,9 @@ def root_arg(wildcards, input):
 
 def coco_annotation_mb(wildcards):
     """Parsing the instances json takes ~8x its size in memory (train2014: ~450 MB file)."""
-    name = {"train": "instances_train2014.json", "val": "instances_val2014.json"}[wildcards.split]
+    name = {"train": "instances_train2014.json", "val": "instances_val2014.json"}[
+        wildcards.split
+    ]
     root = os.path.expanduser(str(DATASET.get("root") or ""))
     path = os.path.join(root, "annotations", name)
     size_mb = os.path.getsize(path) / 2**20 if os.path.isfile(path) else 0

@@ -139,3 +139,13 @@ def apply_cli_types(config: dict, cli_config: dict, schema: dict) -> dict:
     typed = type_value(cli_config, schema, schema)
     _overlay(config, cli_config, typed)
     return config
+
+
+def with_defaults(config: dict, defaults: dict) -> dict:
+    """Add, in place, every key of `defaults` that `config` lacks (nested dicts key by key)."""
+    for key, value in defaults.items():
+        if key not in config:
+            config[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(config[key], dict):
+            with_defaults(config[key], value)
+    return config

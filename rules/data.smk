@@ -15,16 +15,16 @@
 rule generate_synthetic:
     output:
         directory(f"{RESULTS}/dataset/synthetic"),
-    params:
-        script=fixed(f"{PY}/generate_synthetic.py"),
-        settings=step_settings("generate_synthetic"),
-    conda:
-        "../envs/conta.yaml"
     log:
         f"{LOGS}/generate_synthetic.log",
     benchmark:
         f"{BENCH}/generate_synthetic.tsv"
+    conda:
+        "../envs/conta.yaml"
     threads: 1
+    params:
+        script=fixed(f"{PY}/generate_synthetic.py"),
+        settings=step_settings("generate_synthetic"),
     shell:
         "{params.script} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
@@ -34,19 +34,19 @@ rule dataset_index:
         unpack(dataset_root),
     output:
         **dataset_index_outputs(),
-    params:
-        script=fixed(f"{PY}/dataset_index.py"),
-        settings=step_settings("dataset_index"),
-        root=root_arg,
-        plan_dir=PLAN_DIR,
-        mask_dir=MASK_DIR,
-    conda:
-        "../envs/conta.yaml"
     log:
         f"{LOGS}/dataset_index.log",
     benchmark:
         f"{BENCH}/dataset_index.tsv"
+    conda:
+        "../envs/conta.yaml"
     threads: 1
+    params:
+        script=fixed(f"{PY}/dataset_index.py"),
+        settings=step_settings("dataset_index"),
+        root=root_arg,
+        plan_dir=lambda wildcards, output: os.path.dirname(output.index),
+        mask_dir=fixed(MASK_DIR),
     shell:
         "{params.script} --settings {params.settings:q} {params.root} "
         "--out-dir {params.plan_dir} --mask-dir {params.mask_dir} > {log} 2>&1"
@@ -60,21 +60,21 @@ if DATASET_KIND == "coco14":
             classes=f"{PLAN_DIR}/classes.json",
         output:
             f"{MASK_DIR}/gt_masks/{{split}}_shard{{shard}}.h5",
-        wildcard_constraints:
-            split="|".join(COCO_MASK_SPLITS),
-        params:
-            script=fixed(f"{PY}/render_coco_masks.py"),
-            root=DATASET.get("root") or "",
-            plan_dir=PLAN_DIR,
-        conda:
-            "../envs/conta.yaml"
         log:
             f"{LOGS}/render_coco_masks/{{split}}_shard{{shard}}.log",
         benchmark:
             f"{BENCH}/render_coco_masks/{{split}}_shard{{shard}}.tsv"
+        wildcard_constraints:
+            split="|".join(COCO_MASK_SPLITS),
+        conda:
+            "../envs/conta.yaml"
         threads: 1
         resources:
             mem_mb=coco_annotation_mb,
+        params:
+            script=fixed(f"{PY}/render_coco_masks.py"),
+            root=DATASET.get("root") or "",
+            plan_dir=lambda wildcards, input: os.path.dirname(input.index),
         shell:
             "{params.script} --settings '{{}}' --plan-dir {params.plan_dir} --root {params.root:q} "
             "--split {wildcards.split} --shard {wildcards.shard} --out {output} > {log} 2>&1"
@@ -92,15 +92,15 @@ if DATASET_KIND == "coco14":
             index=f"{INDEX_DIR}/index.csv",
             classes=f"{INDEX_DIR}/classes.json",
             report=f"{INDEX_DIR}/report.md",
-        params:
-            script=fixed(f"{PY}/dataset_index.py"),
-            plan_dir=PLAN_DIR,
-            index_dir=INDEX_DIR,
-        conda:
-            "../envs/conta.yaml"
         log:
             f"{LOGS}/dataset_ready.log",
+        conda:
+            "../envs/conta.yaml"
         threads: 1
+        params:
+            script=fixed(f"{PY}/dataset_index.py"),
+            plan_dir=lambda wildcards, input: os.path.dirname(input.index),
+            index_dir=lambda wildcards, output: os.path.dirname(output.index),
         shell:
             "{params.script} --settings '{{}}' --publish {params.plan_dir} --out-dir {params.index_dir} "
             "--mask-shards {input.shards} > {log} 2>&1"

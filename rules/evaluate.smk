@@ -10,18 +10,18 @@ rule evaluate:
     output:
         summary=f"{RESULTS}/round{{round}}/metrics/summary.csv",
         per_class=f"{RESULTS}/round{{round}}/metrics/per_class.csv",
-    params:
-        script=fixed(f"{PY}/evaluate.py"),
-        settings=step_settings("evaluate"),
-        expect=step_expect("evaluate"),
-        index_dir=INDEX_DIR,
-    conda:
-        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/evaluate.log",
     benchmark:
         f"{BENCH}/round{{round}}/evaluate.tsv"
+    conda:
+        "../envs/conta.yaml"
     threads: 1
+    params:
+        script=fixed(f"{PY}/evaluate.py"),
+        settings=step_settings("evaluate"),
+        expect=step_expect("evaluate"),
+        index_dir=index_dir_of,
     shell:
         "{params.script} --settings {params.settings:q} --expect {params.expect:q} "
         "--threads {threads} --index-dir {params.index_dir} --round {wildcards.round} "
@@ -32,12 +32,19 @@ rule evaluate:
 rule summary:
     input:
         summaries=expand(f"{RESULTS}/round{{round}}/metrics/summary.csv", round=ROUNDS),
-        per_class=expand(f"{RESULTS}/round{{round}}/metrics/per_class.csv", round=ROUNDS),
+        per_class=expand(
+            f"{RESULTS}/round{{round}}/metrics/per_class.csv", round=ROUNDS
+        ),
     output:
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
         per_class=f"{RESULTS}/per_class.csv",
         plot=f"{RESULTS}/miou_over_rounds.png",
+    log:
+        f"{LOGS}/summary.log",
+    conda:
+        "../envs/conta.yaml"
+    threads: 1
     params:
         script=fixed(f"{PY}/summary.py"),
         settings=json.dumps(
@@ -47,11 +54,6 @@ rule summary:
                 "conta_mode": config["conta"]["mode"],
             }
         ),
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/summary.log",
-    threads: 1
     shell:
         "{params.script} --settings {params.settings:q} --summaries {input.summaries} "
         "--per-class {input.per_class} --out-csv {output.csv} --out-md {output.md} "

@@ -13,24 +13,24 @@ rule expand:
         unpack(expand_inputs),
     output:
         f"{RESULTS}/round{{round}}/pseudo_mask/shard{{shard}}.h5",
+    log:
+        f"{LOGS}/round{{round}}/expand_shard{{shard}}.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/expand_shard{{shard}}.tsv"
+    conda:
+        "../envs/conta.yaml"
+    # irnet runs the relation network (GPU when there is one); crf spreads its images over
+    # one worker process per thread.
+    threads: GPU_THREADS
+    resources:
+        gpu=EXPAND_GPUS,
     params:
         script=fixed(f"{PY}/expand.py"),
         settings=step_settings("expand"),
         runtime=step_runtime("expand"),
         expect=step_expect("expand"),
         relation_net=relation_net_arg,
-        index_dir=INDEX_DIR,
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/round{{round}}/expand_shard{{shard}}.log",
-    benchmark:
-        f"{BENCH}/round{{round}}/expand_shard{{shard}}.tsv"
-    # irnet runs the relation network (GPU when there is one); crf spreads its images over
-    # one worker process per thread.
-    threads: GPU_THREADS
-    resources:
-        gpu=EXPAND_GPUS,
+        index_dir=index_dir_of,
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} --index-dir {params.index_dir} "

@@ -10,19 +10,19 @@ rule ir_label:
         cam=f"{RESULTS}/round{{round}}/cam/shard{{shard}}.h5",
     output:
         f"{RESULTS}/round{{round}}/ir_label/shard{{shard}}.h5",
-    params:
-        script=fixed(f"{PY}/ir_label.py"),
-        settings=step_settings("ir_label"),
-        expect=step_expect("ir_label"),
-        index_dir=INDEX_DIR,
-    conda:
-        "../envs/conta.yaml"
     log:
         f"{LOGS}/round{{round}}/ir_label_shard{{shard}}.log",
     benchmark:
         f"{BENCH}/round{{round}}/ir_label_shard{{shard}}.tsv"
+    conda:
+        "../envs/conta.yaml"
     # Two dense CRFs per image: CPU only.
     threads: 1
+    params:
+        script=fixed(f"{PY}/ir_label.py"),
+        settings=step_settings("ir_label"),
+        expect=step_expect("ir_label"),
+        index_dir=index_dir_of,
     shell:
         "{params.script} --settings {params.settings:q} --expect {params.expect:q} "
         "--threads {threads} --index-dir {params.index_dir} --round {wildcards.round} "
@@ -35,23 +35,23 @@ rule train_relation:
         unpack(relation_inputs),
     output:
         f"{RESULTS}/round{{round}}/relation_net.pt",
+    log:
+        f"{LOGS}/round{{round}}/train_relation.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/train_relation.tsv"
+    conda:
+        "../envs/conta.yaml"
+    threads: GPU_THREADS
+    resources:
+        gpu=1,
     params:
         script=fixed(f"{PY}/train_relation.py"),
         settings=step_settings("train_relation"),
         runtime=step_runtime("train_relation"),
         expect=step_expect("train_relation"),
         classifier=classifier_arg,
-        index_dir=INDEX_DIR,
+        index_dir=index_dir_of,
         device=fixed(DEVICE_ARGS),
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/round{{round}}/train_relation.log",
-    benchmark:
-        f"{BENCH}/round{{round}}/train_relation.tsv"
-    threads: GPU_THREADS
-    resources:
-        gpu=1,
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "

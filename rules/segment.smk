@@ -8,24 +8,24 @@ rule train_segmenter:
         pseudo_masks=lambda w: shard_files(w.round, "pseudo_mask"),
     output:
         f"{RESULTS}/round{{round}}/segmenter.pt",
+    log:
+        f"{LOGS}/round{{round}}/train_segmenter.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/train_segmenter.tsv"
+    conda:
+        "../envs/conta.yaml"
+    threads: GPU_THREADS
+    resources:
+        gpu=TRAIN_GPUS,
     params:
         script=fixed(f"{PY}/train_segmenter.py"),
         settings=step_settings("train_segmenter"),
         runtime=step_runtime("train_segmenter"),
         expect=step_expect("train_segmenter"),
-        index_dir=INDEX_DIR,
+        index_dir=index_dir_of,
         device=fixed(DEVICE_ARGS),
         checkpoints=checkpoint_args("segmenter"),
         tensorboard=tensorboard_arg("train_segmenter"),
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/round{{round}}/train_segmenter.log",
-    benchmark:
-        f"{BENCH}/round{{round}}/train_segmenter.tsv"
-    threads: GPU_THREADS
-    resources:
-        gpu=TRAIN_GPUS,
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
@@ -39,22 +39,22 @@ rule predict:
         segmenter=f"{RESULTS}/round{{round}}/segmenter.pt",
     output:
         f"{RESULTS}/round{{round}}/seg_pred/{{split}}/shard{{shard}}.h5",
+    log:
+        f"{LOGS}/round{{round}}/predict_{{split}}_shard{{shard}}.log",
+    benchmark:
+        f"{BENCH}/round{{round}}/predict_{{split}}_shard{{shard}}.tsv"
+    conda:
+        "../envs/conta.yaml"
+    threads: GPU_THREADS
+    resources:
+        gpu=1,
     params:
         script=fixed(f"{PY}/predict.py"),
         settings=step_settings("predict"),
         runtime=step_runtime("predict"),
         expect=step_expect("predict"),
-        index_dir=INDEX_DIR,
+        index_dir=index_dir_of,
         device=fixed(DEVICE_ARGS),
-    conda:
-        "../envs/conta.yaml"
-    log:
-        f"{LOGS}/round{{round}}/predict_{{split}}_shard{{shard}}.log",
-    benchmark:
-        f"{BENCH}/round{{round}}/predict_{{split}}_shard{{shard}}.tsv"
-    threads: GPU_THREADS
-    resources:
-        gpu=1,
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from _provenance import StepParser, check_inputs, settings_digest
+# The conta_core package beside these scripts, also where it is not installed (a conda env
+# from envs/conta.yaml holds only the dependencies); an installed one comes first.
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:
+    sys.path.append(_REPO)
+
+from _provenance import StepParser, check_inputs, settings_digest  # noqa: E402
 
 STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"  # test hook, see conta_core.train
 _claim = None  # the job's GPU claim: held (its lock files open) until the process exits
