@@ -68,9 +68,11 @@ def build_classifier(settings: dict, num_classes: int, conta: dict, round_index:
 
     ``x_norm``: the typical norm of X_m (``attention_init: scaled``; only the
     start of W1 depends on it, so inference may leave it out)."""
+    # IRNet's CAM network: a stage that drops its stride is not dilated (classifier.dilate)
     backbone = build_resnet(settings["backbone"], settings["output_stride"],
                             settings["weights"] if load_weights else "none",
-                            settings.get("freeze_bn", True), settings.get("freeze_conv1", True))
+                            settings.get("freeze_bn", True), settings.get("freeze_conv1", True),
+                            dilate=settings.get("dilate", False))
     if not uses_context(conta, round_index):
         return CamClassifier(backbone, num_classes - 1)
     if conta["mode"] not in CONTEXT_MODES:

@@ -30,14 +30,15 @@ class _Linear(torch.nn.Module):
 
 def test_flip_and_scales_on_a_known_model():
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    # 16 x 32: a multiple of 16, so IRNet's rounded-up grid is the image itself (no resampling)
+    image = rng.integers(0, 255, (16, 32, 3), dtype=np.uint8)
     single = infer_cam(_Linear(), image, [1, 3], [1.0], True, torch.device("cpu"))
     # Flipping, mapping back and adding doubles a flip-equivariant map: after max-normalisation
     # it equals the normalised map of the image itself.
     from conta_core.data.datasets import to_tensor
     x = torch.relu(to_tensor(image))[[0, 2]]
     torch.testing.assert_close(torch.from_numpy(single), normalise_by_max(x), atol=1e-5, rtol=0)
-    assert single.shape == (2, 6, 8)
+    assert single.shape == (2, 16, 32)
     np.testing.assert_allclose(single.reshape(2, -1).max(axis=1), 1.0, atol=1e-4)
 
 

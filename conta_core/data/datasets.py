@@ -18,9 +18,27 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 RGB -> ImageNet-normalised float [3, H, W]."""
-    x = (image.astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    """uint8 HxWx3 RGB -> ImageNet-normalised float [3, H, W], channels-last in memory.
+
+    The result is a [3, H, W] view of the H x W x 3 array: convolutions (CPU and
+    cuDNN) run fastest on channels-last input, and a batch made with
+    :func:`to_batch` or ``torch.stack(...).contiguous(memory_format=torch.channels_last)``
+    keeps that layout (a plain ``torch.stack`` copies it into NCHW).
+    """
+    x = (np.asarray(image, dtype=np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)
+
+
+def to_batch(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> normalised float [B, 3, H, W] on ``device``, channels-last.
+
+    The uint8 images travel to the device (a quarter of the float bytes) and are
+    normalised there; the values equal :func:`to_tensor`'s.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True).float()
+    mean = torch.from_numpy(MEAN).to(x.device)
+    std = torch.from_numpy(STD).to(x.device)
+    return ((x / 255.0 - mean) / std).permute(0, 3, 1, 2)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], nearest: bool) -> torch.Tensor:

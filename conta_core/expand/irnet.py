@@ -139,7 +139,9 @@ class RelationNet(nn.Module):
     def __init__(self, depth: int = 50, output_stride: int = 16, weights: str = "none", width: int = 32,
                  gn_groups: int = 4):
         super().__init__()
-        self.backbone = build_resnet(depth, output_stride, weights, freeze_bn=True, freeze_conv1=True)
+        # IRNet's strides (2, 2, 2, 1) without dilation, like the CAM network it may share weights with
+        self.backbone = build_resnet(depth, output_stride, weights, freeze_bn=True, freeze_conv1=True,
+                                     dilate=False)
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         channels = [64, *self.backbone.stage_channels]

@@ -33,21 +33,29 @@ def _strides_for(output_stride: int) -> tuple[int, int, int, int]:
     if output_stride == 32:
         return (1, 2, 2, 2)
     if output_stride == 16:
-        return (1, 2, 2, 1)  # IRNet's (2,2,2,1) counts conv1; here the stem is separate
+        # IRNet's strides (2, 2, 2, 1) count conv1, layer2, layer3, layer4 (the max-pool's 2
+        # is not listed); here the stem is separate.
+        return (1, 2, 2, 1)
     if output_stride == 8:
         return (1, 2, 1, 1)
     raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
 
 
 class ResNetBackbone(nn.Module):
+    """``dilate``: a stage that gives up its stride is dilated (DeepLab's atrous convolution,
+    for the segmenter) or not (IRNet's CAM and relation networks: strides (2, 2, 2, 1) with
+    plain 3x3 convolutions in layer4). The two see different receptive fields, so they
+    compute different features from the same weights; they are not equivalent."""
+
     def __init__(self, depth: int = 50, output_stride: int = 16, freeze_bn: bool = True,
-                 freeze_conv1: bool = True):
+                 freeze_conv1: bool = True, dilate: bool = True):
         super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ValueError(f"backbone depth must be one of {sorted(BLOCKS_PER_STAGE)}, got {depth}")
-        # A stage that gives up its stride is dilated instead (DeepLab's atrous convolution).
         self.stem = build_stem()
-        self.layer1, self.layer2, self.layer3, self.layer4 = build_stages(depth, _strides_for(output_stride))
+        self.layer1, self.layer2, self.layer3, self.layer4 = build_stages(depth, _strides_for(output_stride),
+                                                                          dilate)
+        self.dilate = dilate
         init_like_torchvision(self)
         expansion = 4 if depth >= 50 else 1
         self.stage_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
@@ -85,8 +93,9 @@ class ResNetBackbone(nn.Module):
 
 
 def build_resnet(depth: int, output_stride: int, weights: str = "none", freeze_bn: bool = True,
-                 freeze_conv1: bool = True) -> ResNetBackbone:
-    backbone = ResNetBackbone(depth, output_stride, freeze_bn, freeze_conv1)
+                 freeze_conv1: bool = True, dilate: bool = True) -> ResNetBackbone:
+    """``dilate=False`` for IRNet's networks (see :class:`ResNetBackbone`); weights load either way."""
+    backbone = ResNetBackbone(depth, output_stride, freeze_bn, freeze_conv1, dilate)
     load_backbone_weights(backbone, depth, weights)
     return backbone
 

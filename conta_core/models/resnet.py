@@ -8,9 +8,9 @@ torchvision's module names, shapes and initialisation: a torchvision ResNet
 state dict loads unchanged, and tests check the outputs against torchvision's
 own network.
 
-Strides and dilations are set per stage, DeepLab style: a stage that gives up
-its stride dilates every one of its blocks (including the first) by the
-accumulated factor.
+Strides and dilations are set per stage. DeepLab style (``dilate``): a stage that
+gives up its stride dilates every one of its blocks (including the first) by the
+accumulated factor. IRNet style: the stage keeps stride 1 without dilation.
 """
 from __future__ import annotations
 
@@ -86,12 +86,13 @@ def build_stem() -> nn.Sequential:
                          nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
 
 
-def build_stages(depth: int, strides: tuple[int, int, int, int]) -> list[nn.Sequential]:
-    """layer1..layer4 with the given strides; a stride of 1 after layer1 becomes dilation."""
+def build_stages(depth: int, strides: tuple[int, int, int, int], dilate: bool = True) -> list[nn.Sequential]:
+    """layer1..layer4 with the given strides; with ``dilate`` a stride of 1 after layer1
+    becomes dilation (DeepLab), without it the stage just keeps the resolution (IRNet)."""
     block, counts = BLOCKS_PER_STAGE[depth]
     stages, in_channels, dilation = [], 64, 1
     for index, (width, count, stride) in enumerate(zip(STAGE_WIDTHS, counts, strides)):
-        if index > 0 and stride == 1:
+        if dilate and index > 0 and stride == 1:
             dilation *= 2
         blocks = []
         for position in range(count):
