@@ -133,8 +133,8 @@ def build_cam_classifier(cfg: dict, device: torch.device):
                   prior=torch.full((20,), 0.05), map_size=(16, 16))
     if "fusion" in inspect.signature(CamClassifier).parameters:
         kwargs["fusion"] = "conv"  # config.yaml's conta.fusion
-    model = CamClassifier(build_resnet(cfg["cls_depth"], 16, "none", freeze_bn=True, freeze_conv1=True), 20,
-                          **kwargs)
+    model = CamClassifier(build_resnet(cfg["cls_depth"], 16, "none", freeze_bn=True, freeze_conv1=True,
+                                       dilate=False), 20, **kwargs)
     return zero_init_residual(model).to(device).to(memory_format=torch.channels_last)
 
 

@@ -54,7 +54,7 @@ def exact_fp32():
 
 def _classifier(seed: int = 0) -> CamClassifier:
     torch.manual_seed(seed)
-    return CamClassifier(build_resnet(50, 16), 20).eval()
+    return CamClassifier(build_resnet(50, 16, dilate=False), 20).eval()
 
 
 def _images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -110,7 +110,7 @@ def _train_steps(model, params, loss_fn, device, steps: int = 2) -> list[float]:
 def test_classifier_train_step_bf16(device):
     torch.manual_seed(0)
     confounder = torch.rand(5, 8, 8)
-    model = CamClassifier(build_resnet(50, 16), 20, conta_mode="adjust", blocks=(5,), confounder=confounder,
+    model = CamClassifier(build_resnet(50, 16, dilate=False), 20, conta_mode="adjust", blocks=(5,), confounder=confounder,
                           prior=torch.full((5,), 0.2), map_size=(8, 8))
     model = tame(model).to(device).train()
     model = model.to(memory_format=torch.channels_last)

@@ -44,7 +44,8 @@ if __name__ == "__main__":
             images = np.stack([index.read_image(i) for i in batch])
             classes = [index.labels(i) for i in batch]
             x_m = np.stack([confounder.x_m(i) for i in batch]) if confounder is not None else None
-            cams = infer_cams(model, images, classes, s["cam"]["scales"], s["cam"]["flip"], device, x_m)
+            cams = infer_cams(model, images, classes, s["cam"]["scales"], s["cam"]["flip"], device, x_m,
+                              precision=s["cam"].get("precision", "auto"))
             for image_id, image_classes, cam in zip(batch, classes, cams):
                 if image_id not in writer:
                     writer.put(image_id, cam.astype(np.float16), classes=image_classes)
