@@ -43,6 +43,13 @@ with_defaults(config, yaml.safe_load(open(f"{WORKFLOW_DIR}/config.yaml")))
 validate(config, "schemas/config.schema.yaml")
 
 
+# Short CPU jobs run where Snakemake runs, not as cluster jobs (SLURM profile).
+localrules:
+    all,
+    generate_synthetic,
+    summary,
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/classify.smk"

@@ -54,6 +54,9 @@ rule dataset_index:
 
 if DATASET_KIND == "coco14":
 
+    localrules:
+        dataset_ready,
+
     rule render_coco_masks:
         input:
             index=f"{PLAN_DIR}/index.csv",

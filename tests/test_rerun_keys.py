@@ -317,3 +317,10 @@ def test_last_round_training_prediction_is_not_built(crf_run):
     """Issue 10 item 11: nothing reads the last round's training-split prediction."""
     predicted = {dict(j[1])["round"] + "/" + dict(j[1])["split"] for j in crf_run.select("predict")}
     assert predicted == {"0/train", "0/val", "1/val"}
+
+
+def test_short_cpu_jobs_are_local(crf_run):
+    """SLURM hygiene (issue 15 item 7): seconds-long CPU jobs run where Snakemake runs."""
+    local = _dag(crf_run.workdir, crf_run.configfiles, {}, lambda dag: set(dag.workflow._localrules))
+    assert local >= {"all", "generate_synthetic", "summary"}
+    assert not local & {"train_classifier", "cam", "expand", "train_segmenter", "predict", "dataset_index"}
