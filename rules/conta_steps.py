@@ -30,7 +30,8 @@ RUNTIME_KEYS = {
     ("expand", "irnet", "train"): ("num_workers",),
     ("expand", "irnet", "walk"): ("batch_size",),
 }
-# Read by evaluate only (scoring), never by a step that makes an artifact.
+# Read by the scoring steps only (evaluate, diagnose, the report's overlays), never by a step
+# that makes an artifact another step reads.
 EVAL_ONLY_KEYS = {("cam",): ("bg_threshold",)}
 # Dataset keys only one dataset kind reads (the others ignore them).
 KIND_ONLY_KEYS = {"sbd_root": "voc12", "aug_masks": "voc12", "label_source": "voc12",
@@ -144,6 +145,10 @@ class Steps:
         if step == "evaluate":
             return {**self._base(seed=False), "eval_split": self.eval_split,
                     "cam": _pick(c["cam"], EVAL_ONLY_KEYS[("cam",)])}
+        if step == "diagnose":
+            # The round's classifier rebuilt, its M-usage scored with the CAM seeds' threshold.
+            return {**self._base(), "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)]),
+                    "conta": self._conta(t), "cam": _pick(c["cam"], EVAL_ONLY_KEYS[("cam",)])}
         raise KeyError(f"no settings for step {step!r}")
 
     def runtime(self, step: str) -> dict:
@@ -185,6 +190,7 @@ class Steps:
             "pseudo_masks": ("pseudo_mask", "expand", t, None),
             "segmenter": ("segmenter", "train_segmenter", t, None),
             "seg_preds": ("seg_pred", "predict", t, self.eval_split),
+            "train_preds": ("seg_pred", "predict", t, self.train_split),
         }
         if step == "confounder":
             if self.config["confounder"]["source"] == "seg_mask":

@@ -199,7 +199,8 @@ READERS = [
      "cam.batch_size logging.*", "any", NOTHING),
     ("expand.irnet.train.num_workers expand.irnet.walk.batch_size", "any", NOTHING),
     # evaluation only
-    ("cam.bg_threshold", "any", lambda run: run.select("evaluate")),
+    ("cam.bg_threshold", "any", lambda run: run.select("evaluate") | run.select("diagnose")
+     | run.select("overlays")),  # overlays: the CAM seeds drawn
     # the report's overlays only (rules of the report, where present)
     ("report.*", "any", lambda run: {j for j in run.jobs if "overlay" in j[0] or "report" in j[0]}),
     # keys the synthetic dataset does not read
