@@ -58,6 +58,7 @@ include: "rules/irnet.smk"
 include: "rules/segment.smk"
 include: "rules/confounder.smk"
 include: "rules/evaluate.smk"
+include: "rules/diagnose.smk"
 
 
 rule all:

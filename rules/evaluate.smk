@@ -35,11 +35,17 @@ rule summary:
         per_class=expand(
             f"{RESULTS}/round{{round}}/metrics/per_class.csv", round=ROUNDS
         ),
+        m_usage=expand(f"{RESULTS}/round{{round}}/metrics/m_usage.csv", round=ROUNDS),
+        confounding=expand(
+            f"{RESULTS}/round{{round}}/metrics/confounding.csv", round=ROUNDS
+        ),
     output:
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
         per_class=f"{RESULTS}/per_class.csv",
         plot=f"{RESULTS}/miou_over_rounds.png",
+        m_usage=f"{RESULTS}/m_usage.csv",
+        confounding=f"{RESULTS}/confounding.csv",
     log:
         f"{LOGS}/summary.log",
     conda:
@@ -56,5 +62,7 @@ rule summary:
         ),
     shell:
         "{params.script} --settings {params.settings:q} --summaries {input.summaries} "
-        "--per-class {input.per_class} --out-csv {output.csv} --out-md {output.md} "
-        "--out-per-class {output.per_class} --out-plot {output.plot} > {log} 2>&1"
+        "--per-class {input.per_class} --m-usage {input.m_usage} --confounding {input.confounding} "
+        "--out-csv {output.csv} --out-md {output.md} --out-per-class {output.per_class} "
+        "--out-plot {output.plot} --out-m-usage {output.m_usage} --out-confounding {output.confounding} "
+        "> {log} 2>&1"

@@ -43,3 +43,47 @@ def test_per_class_over_seeds():
     text = ablations.per_class_markdown(table.reset_index())
     assert "### cam" in text and "| rider | 11.0 ± 1.0 | 16.0 ± 2.0 |" in text
     assert "| rider | 25.0 ± 5.0 |  |" in text  # seg has no round 1 here: an empty cell
+
+
+def test_t_interval_by_hand():
+    from conta_core.ablation_stats import t_interval, verdict
+
+    mean, low, high, k = t_interval([1.0, 2.0, 3.0])
+    # sd 1, t_{0.975, 2} = 4.3027: half width 4.3027 / sqrt(3) = 2.4841
+    assert (mean, k) == (2.0, 3) and low == pytest.approx(-0.4841, abs=1e-3) and high == pytest.approx(4.4841, abs=1e-3)
+    assert verdict(low, high) == "within noise"
+    mean, low, high, _ = t_interval([2.0, 2.1, 1.9, 2.0, 2.0])
+    # sd 0.070711, t_{0.975, 4} = 2.7764: half width 0.08780
+    assert low == pytest.approx(2.0 - 0.0878, abs=1e-4) and verdict(low, high) == "higher"
+    assert verdict(*t_interval([-3.0, -3.5, -2.5])[1:3]) == "lower"
+    assert verdict(*t_interval([1.0])[1:3]).startswith("n/a")
+
+
+def test_paired_differences_to_baseline_and_to_permuted():
+    from conta_core.ablation_stats import arm_table, baseline_agreement, long_scores, paired_differences
+
+    runs = {}
+    for seed, (base, adjust, permuted) in enumerate([(40, 41, 40.5), (38, 39.2, 38.1), (42, 43.1, 42.2)]):
+        runs["adjust", seed] = frame([[0, base, 50, 30], [1, adjust, 50, 30]])
+        runs["permuted", seed] = frame([[0, base, 50, 30], [1, permuted, 50, 30]])
+    scores = long_scores(runs)
+    assert (baseline_agreement(scores)[["cam_miou"]].to_numpy() == 0).all()
+    diffs = paired_differences(scores).set_index(["arm", "round", "versus", "score"])
+    row = diffs.loc[("adjust", 1, "baseline", "cam_miou")]
+    assert row["diff"] == pytest.approx((1 + 1.2 + 1.1) / 3) and row["verdict"] == "higher"
+    row = diffs.loc[("adjust", 1, "permuted", "cam_miou")]
+    assert row["diff"] == pytest.approx((0.5 + 1.1 + 0.9) / 3) and row["seeds"] == 3
+    assert diffs.loc[("adjust", 1, "baseline", "seg_miou"), "verdict"] == "within noise"  # all differences 0
+    assert ("permuted", 1, "permuted", "cam_miou") not in diffs.index      # no self-comparison
+    arms = arm_table(scores).set_index(["arm", "round"])
+    assert arms.loc[("adjust", 1), "cam_miou"] == pytest.approx((41 + 39.2 + 43.1) / 3)
+    assert arms.loc[("adjust", 1), "seeds"] == 3
+
+
+def test_runs_with_different_thread_counts_are_refused():
+    usage = {("default", 0): pd.DataFrame({"threads": [float("nan"), 2.0]}),
+             ("default", 1): pd.DataFrame({"threads": [float("nan"), 1.0]})}
+    with pytest.raises(SystemExit, match="different CPU thread counts"):
+        ablations.check_threads(usage, allow_mixed=False)
+    assert ablations.check_threads(usage, allow_mixed=True) is None
+    assert ablations.check_threads({("default", 0): pd.DataFrame({"threads": [2.0]})}, False) == 2

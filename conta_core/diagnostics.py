@@ -1,0 +1,123 @@
+"""Does M_t act? The M-usage diagnostic of a CONTA round's classifier.
+
+A dead context path looks exactly like a live one in the round's scores, so
+every CONTA round measures, on its training images, what the classifier does
+with its M_t against two controls:
+
+* ``own``: the image's own X_m (what the round trains and infers with),
+* ``permuted``: another image's X_m (a derangement fixed by the seed, salt 13:
+  a different pairing from the ``permuted`` arm's),
+* ``zero``: M = 0.
+
+Reported: CAM mIoU under each; the mean absolute change of the raw CAM, own vs
+permuted and own vs zero, per labelled class as a percentage of that CAM's peak;
+the share of the class score that comes from M, |s(M) - s(0)| / (|s(0)| +
+|s(M) - s(0)|); and for Eq. 3 the attention alpha: its entropy (divided by
+log n: 1 = uniform) and its spread across images (std over images per class,
+mean over classes, and relative to the class mean), and the spread of M across
+images relative to its mean.
+
+The CAMs here are single-scale (1.0), unflipped, at feature resolution
+upsampled to the image: cheaper than the round's multi-scale CAMs (the
+diagnostic must cost under 10 % of a round) and therefore scored a little
+lower; the comparison between the three conditions is what counts.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cam import normalise_by_max
+from .cam_labels import cam_to_label, same_size_batches
+from .confounder import derangement
+from .data.datasets import to_tensor
+from .metrics import ConfusionMatrix
+from .models.classifier import BLOCKS, place_map
+
+CONDITIONS = ("own", "permuted", "zero")
+
+
+def _branch_features(model, images: torch.Tensor, ms: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Block-5 features for each M in ``ms``; the layers before the first fusion run once."""
+    x = model.backbone.stem(images)
+    stages = list(zip(BLOCKS, model.backbone.stages()))
+    first = min(model.blocks)
+    for block, stage in stages:
+        if block >= first:
+            break
+        x = stage(x)
+    outs = []
+    for m in ms:
+        y = x
+        for block, stage in stages:
+            if block < first:
+                continue
+            y = stage(y)
+            if block in model.blocks:
+                y = model.fusion[str(block)](y, place_map(m, None, y.shape[-2:]).to(y.dtype))
+        outs.append(y)
+    return outs
+
+
+@torch.no_grad()
+def m_usage(model, index, ids: list[str], x_m_of, seed: int, bg_threshold: float, device: torch.device,
+            batch_size: int = 32) -> dict[str, float]:
+    """The diagnostic over ``ids`` (see the module doc); ``x_m_of(id)`` gives the image's X_m [h, w]."""
+    partner = derangement(ids, seed, salt=13)
+    scores = {c: ConfusionMatrix(index.num_classes, index.void) for c in CONDITIONS}
+    changes = {"permuted": [], "zero": []}
+    shares, alphas, maps = [], [], []
+    for batch in same_size_batches(ids, index.size, batch_size):
+        images = torch.stack([to_tensor(index.read_image(i)) for i in batch]).to(device)
+        own_x = torch.from_numpy(np.stack([x_m_of(i) for i in batch])).to(device)
+        other_x = torch.from_numpy(np.stack([x_m_of(partner[i]) for i in batch])).to(device)
+        m_own = model.context_map(own_x)
+        m_other = model.context_map(other_x)
+        if model.context is not None:
+            alphas.append(model.context.attention(own_x).cpu())
+        maps.append(m_own.flatten(1).cpu())
+        feats = dict(zip(CONDITIONS, _branch_features(model, images, [m_own, m_other, torch.zeros_like(m_own)])))
+        logits = {c: model.classifier(f) for c, f in feats.items()}
+        score = {c: v.mean(dim=(2, 3)) for c, v in logits.items()}
+        delta = (score["own"] - score["zero"]).abs()
+        shares.append((delta / (score["zero"].abs() + delta).clamp_min(1e-12)).flatten().cpu())
+        cams = {c: F.relu(v) for c, v in logits.items()}
+        height, width = images.shape[-2:]
+        for b, image_id in enumerate(batch):
+            classes = [c - 1 for c in index.labels(image_id)]
+            own = cams["own"][b, classes]
+            peak = own.flatten(1).max(dim=1).values.clamp_min(1e-12)
+            for other in changes:
+                diff = (own - cams[other][b, classes]).abs().flatten(1).mean(dim=1)
+                changes[other].extend((100.0 * diff / peak).tolist())
+            truth = index.read_mask(image_id)
+            for condition in CONDITIONS:
+                full = F.interpolate(cams[condition][b:b + 1, classes], size=(height, width), mode="bilinear",
+                                     align_corners=False)[0]
+                label = cam_to_label(normalise_by_max(full).cpu().numpy(), index.labels(image_id), bg_threshold)
+                scores[condition].update(truth, label)
+    out = {"images": len(ids)}
+    for condition in CONDITIONS:
+        out[f"cam_miou_{condition}"] = 100.0 * scores[condition].miou()
+    for other, values in changes.items():
+        out[f"cam_change_{other}_pct"] = float(np.mean(values)) if values else float("nan")
+    out["score_share_m_pct"] = 100.0 * float(torch.cat(shares).mean())
+    out.update(attention_stats(torch.cat(alphas).numpy() if alphas else None))
+    m = torch.cat(maps).numpy()
+    out["m_mean"] = float(m.mean())
+    out["m_rel_spread"] = float(m.std(axis=0).mean() / max(abs(m.mean()), 1e-12))
+    return out
+
+
+def attention_stats(alpha: np.ndarray | None) -> dict[str, float]:
+    """Entropy / log n (1: uniform) and spread over images of alpha ([N, n]); NaN without Eq. 3."""
+    if alpha is None:
+        return {"alpha_entropy": float("nan"), "alpha_std": float("nan"), "alpha_rel_spread": float("nan")}
+    n = alpha.shape[1]
+    entropy = -(alpha * np.log(np.clip(alpha, 1e-12, None))).sum(axis=1) / math.log(n)
+    std = alpha.std(axis=0)
+    return {"alpha_entropy": float(entropy.mean()), "alpha_std": float(std.mean()),
+            "alpha_rel_spread": float((std / np.clip(alpha.mean(axis=0), 1e-12, None)).mean())}
