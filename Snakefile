@@ -58,6 +58,7 @@ include: "rules/irnet.smk"
 include: "rules/segment.smk"
 include: "rules/confounder.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 include: "rules/diagnose.smk"
 
 
@@ -67,6 +68,7 @@ rule all:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/summary.md",
         f"{RESULTS}/miou_over_rounds.png",
+        REPORT_MANIFEST,  # the report's entries, the overlays among them (rules/report.smk)
         # Every round's artifacts that something reads are products too: a deleted one is
         # rebuilt, with what depends on it (IRNet's intermediate products likewise).
         round_targets(),

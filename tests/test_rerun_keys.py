@@ -216,7 +216,9 @@ READERS = [
     ("conta.mode conta.map_size", "any", lambda run: run.select("train_classifier", LATER_ROUNDS)
      | run.select("cam", LATER_ROUNDS) | run.select("confounder")),
     ("conta.*", "any", lambda run: run.select("train_classifier", LATER_ROUNDS) | run.select("cam", LATER_ROUNDS)),
-    ("confounder.source", "any", lambda run: run.select("confounder")),
+    # and the overlays of the rounds whose training split is predicted only for a seg_mask
+    # confounder (their sheets show that prediction)
+    ("confounder.source", "any", lambda run: run.select("confounder") | run.select("overlays", range(ROUNDS))),
     ("segment.crf", "any", lambda run: run.select("predict")),
     ("segment.*", "any", lambda run: run.select("train_segmenter")),
     # only the chosen expansion method's keys
@@ -292,12 +294,15 @@ def test_structural_keys(crf_run):
     planned = run.plan({"shards": 2})
     assert ("cam", (("round", "0"), ("shard", "1"))) in planned
     assert ("train_classifier", (("round", "0"),)) not in planned
-    # The last round's training split is predicted only when asked, and nothing else reruns.
+    # The last round's training split is predicted only when asked, and nothing else reruns
+    # but that round's overlay sheet (it then shows the prediction) and the report's list.
     assert run.plan({"segment": {"predict_train_all": True}}) == {
-        ("predict", (("round", str(ROUNDS)), ("shard", "0"), ("split", "train")))}
-    # conta.mode off: rounds >= 1 become baselines; no confounder; round 0 untouched.
+        ("predict", (("round", str(ROUNDS)), ("shard", "0"), ("split", "train"))),
+        ("overlays", (("round", str(ROUNDS)),)), ("report_manifest", ())}
+    # conta.mode off: rounds >= 1 become baselines; no confounder; round 0 untouched (but its
+    # overlay sheet: round 0's training split is no longer predicted, so it shows no prediction).
     planned = run.plan({"conta": {"mode": "off"}})
-    assert not {j for j in planned if j[0] == "confounder" or dict(j[1]).get("round") == "0"}
+    assert not {j for j in planned if j[0] == "confounder" or dict(j[1]).get("round") == "0" and j[0] != "overlays"}
     assert ("train_classifier", (("round", "1"),)) in planned
     # IRNet instead of the CRF: the round's relation network and walk; the classifier stays.
     planned = run.plan({"expand": {"method": "irnet"}})
