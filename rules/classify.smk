@@ -25,11 +25,12 @@ rule train_classifier:
         index_dir=index_dir_of,
         device=fixed(DEVICE_ARGS),
         checkpoints=checkpoint_args("classifier"),
+        tensorboard=tensorboard_arg("train_classifier"),
     shell:
         "{params.script} --settings {params.settings:q} --runtime {params.runtime:q} "
         "--expect {params.expect:q} --threads {threads} {params.device} --gpus {resources.gpu} "
-        "{params.checkpoints} --index-dir {params.index_dir} --round {wildcards.round} "
-        "{params.confounder} --out {output} > {log} 2>&1"
+        "{params.checkpoints} {params.tensorboard} --index-dir {params.index_dir} "
+        "--round {wildcards.round} {params.confounder} --out {output} > {log} 2>&1"
 
 
 rule cam:
