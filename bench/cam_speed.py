@@ -9,8 +9,9 @@ of machine load hits all of them alike), same random weights, same images:
 * ``previous``: conta_core/cam.py and to_tensor as of ``--previous-rev`` (before
   issue 16: NCHW input, bilinear float resize of the pyramid, direct resize to the
   image size) with that revision's backbone (layer4 dilated), loaded from git;
-* ``fp32 b1`` / ``fp32 b4``: the current ``infer_cams`` (channels-last, IRNet's
-  resampling), one image per call and four same-size images per call;
+* ``fp32 b1`` / ``fp32 b4``: the current ``infer_cams`` on the model as the cam job
+  prepares it (``prepare_for_inference``: BatchNorm folded, channels-last), IRNet's
+  resampling, one image per call and four same-size images per call;
 * ``bf16 b1``: the current one under bf16 autocast (fast on CPUs with AVX512-BF16/AMX);
   its CAMs are compared with fp32's (max / mean abs difference, seed labels at 0.15).
 
@@ -38,7 +39,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from conta_core.cam import infer_cams  # noqa: E402
+from conta_core.cam import infer_cams, prepare_for_inference  # noqa: E402
 from conta_core.cam_labels import cam_to_label  # noqa: E402
 from conta_core.models.backbone import build_resnet  # noqa: E402
 from conta_core.models.classifier import CamClassifier  # noqa: E402
@@ -129,9 +130,10 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     peak_before = matmul_peak_gflops()
 
-    new_model = structured_model(dilate=False)
+    plain_model = structured_model(dilate=False)
     old_model = CamClassifier(build_resnet(50, 16, "none", dilate=True), 20).eval()
-    old_model.load_state_dict(new_model.state_dict())
+    old_model.load_state_dict(plain_model.state_dict())
+    new_model = prepare_for_inference(plain_model)  # as the cam job runs it
     previous = previous_infer_cams(args.previous_rev)
     images = photos(4, args.height, args.width)
     classes = [[3, 15], [7], [1, 2], [11]]

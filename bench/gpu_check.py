@@ -167,9 +167,9 @@ def part_classifier(cfg, device, precision) -> dict:
 
 
 def part_cam(cfg, device, precision) -> dict:
-    from conta_core.cam import infer_cams
+    from conta_core.cam import infer_cams, prepare_for_inference
 
-    model = build_cam_classifier(cfg, device).eval()
+    model = prepare_for_inference(build_cam_classifier(cfg, device))
     out = {"scales": list(cfg["cam_scales"]), "flip": True}
     for batch in cfg["cam_batches"]:
         images = images_uint8(batch, cfg["image"])

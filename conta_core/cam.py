@@ -16,14 +16,15 @@ image's classes are kept and each map is divided by its maximum (+ 1e-5), so the
 present classes' maps lie in [0, 1]. tests/test_cam_irnet.py checks this against a
 re-derivation of IRNet's steps.
 
-Speed: the batch goes to the device as uint8 and is normalised there, in
-channels-last layout; images of one size are inferred together; only the image's
+Speed: :func:`prepare_for_inference` folds BatchNorm into the convolutions; the
+batch goes to the device as uint8 and is normalised there, in channels-last layout; images of one size are inferred together; only the image's
 classes are resampled; ``precision`` ``bf16`` runs the network under bf16 autocast
 (``auto``: bf16 on CUDA, fp32 on the CPU; config ``cam.precision``).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import numpy as np
 import torch
@@ -35,6 +36,18 @@ from .data.datasets import to_batch
 EPS = 1e-5
 UP_STRIDE = 16   # IRNet: the full-resolution map is resized to the size rounded up to a multiple of 16
 LOW_STRIDE = 4   # IRNet: the random walk's CAMs are at stride 4
+
+
+def prepare_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """An inference copy of a CAM classifier: eval mode, no gradients, BatchNorm folded into the
+    convolutions (:func:`conta_core.models.resnet.fold_batchnorm`) and channels-last weights.
+    Same CAMs up to float rounding; the caller's model is left as it is."""
+    from .models.resnet import fold_batchnorm
+
+    copy_ = copy.deepcopy(model).eval()
+    for p in copy_.parameters():
+        p.requires_grad_(False)
+    return fold_batchnorm(copy_).to(memory_format=torch.channels_last)
 
 
 def normalise_by_max(cams: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from conta_core.cam import infer_cam, infer_cams, normalise_by_max
+from conta_core.cam import infer_cam, infer_cams, normalise_by_max, prepare_for_inference
 from conta_core.cam_labels import cam_to_label, same_size_batches
 from conta_core.models.backbone import build_resnet
 from conta_core.models.classifier import CamClassifier
@@ -57,3 +57,29 @@ def test_batched_equals_one_by_one():
 def test_same_size_batches():
     sizes = {"a": (5, 5), "b": (4, 4), "c": (5, 5), "d": (5, 5)}
     assert same_size_batches(list(sizes), sizes.get, 2) == [["a", "c"], ["d"], ["b"]]
+
+
+def test_prepared_model_gives_the_same_cams():
+    """BatchNorm folded into the convolutions: same CAMs, the caller's model untouched."""
+    torch.manual_seed(0)
+    model = CamClassifier(build_resnet(50, 16, dilate=False), 4).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepared = prepare_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.modules())
+    images = np.random.default_rng(2).integers(0, 255, (2, 45, 61, 3), dtype=np.uint8)
+    x = torch.randn(1, 3, 45, 61)
+    with torch.no_grad():
+        raw, folded = model.cam(x), prepared.cam(x)
+    assert float((raw - folded).abs().max()) <= 1e-4 * float(raw.abs().max())
+    a = infer_cams(model, images, [[1, 2], [4]], [1.0, 0.5], True, torch.device("cpu"))
+    b = infer_cams(prepared, images, [[1, 2], [4]], [1.0, 0.5], True, torch.device("cpu"))
+    for u, v in zip(a, b):
+        np.testing.assert_allclose(u, v, atol=1e-4)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from _common import parser, provenance, setup, shard_ids, step_delay
 
-from conta_core.cam import infer_cams
+from conta_core.cam import infer_cams, prepare_for_inference
 from conta_core.cam_labels import same_size_batches
 from conta_core.classify import ConfounderInputs, build_classifier, load_model, uses_context
 from conta_core.data.index import DatasetIndex
@@ -29,7 +29,7 @@ if __name__ == "__main__":
     model = build_classifier(s["classifier"], index.num_classes, s["conta"], args.round, confounder,
                              load_weights=False)
     load_model(args.classifier, model)
-    model.to(device).eval()
+    model = prepare_for_inference(model).to(device)  # eval, BatchNorm folded, channels-last
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("cam", args.round, s, index.classes, shard=args.shard, shards=s["shards"])
     batches = same_size_batches(ids, index.size, s["cam"]["batch_size"])

@@ -14,6 +14,7 @@ accumulated factor. IRNet style: the stage keeps stride 1 without dilation.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -125,4 +126,34 @@ def zero_init_residual(module: nn.Module) -> nn.Module:
             nn.init.zeros_(m.bn3.weight)
         elif isinstance(m, BasicBlock):
             nn.init.zeros_(m.bn2.weight)
+    return module
+
+
+def _fold(conv: nn.Conv2d, bn: nn.Module) -> nn.Module:
+    """Fold an eval-mode BatchNorm into the convolution before it; returns what replaces the BN."""
+    if not isinstance(bn, nn.BatchNorm2d):
+        return bn  # already folded (Identity)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() - bn.running_mean * scale
+    conv.weight = nn.Parameter(conv.weight.detach() * scale[:, None, None, None], requires_grad=False)
+    bias = shift if conv.bias is None else conv.bias.detach() * scale + shift
+    conv.bias = nn.Parameter(bias, requires_grad=False)
+    return nn.Identity()
+
+
+@torch.no_grad()
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every BatchNorm of the stem and the residual blocks into its convolution, in place.
+
+    For inference only (the statistics are frozen into the weights): one pass over
+    each activation fewer per BN, the same outputs up to float rounding (~1e-6
+    relative). Call on a copy of a model in eval mode.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Sequential) and len(m) >= 2 and isinstance(m[0], nn.Conv2d):
+            m[1] = _fold(m[0], m[1])  # the stem (conv1, bn1, ...) and shortcuts (conv, bn)
+        elif isinstance(m, Bottleneck):
+            m.bn1, m.bn2, m.bn3 = _fold(m.conv1, m.bn1), _fold(m.conv2, m.bn2), _fold(m.conv3, m.bn3)
+        elif isinstance(m, BasicBlock):
+            m.bn1, m.bn2 = _fold(m.conv1, m.bn1), _fold(m.conv2, m.bn2)
     return module
