@@ -10,13 +10,11 @@ min_version("9.0")
 
 import sys
 
-import yaml
-
 # The workflow's own folder (also when it is used as a module from another Snakefile,
 # where workflow.basedir is the other workflow's folder).
 WORKFLOW_DIR = workflow.current_basedir.get_path_or_uri(secret_free=True)
 sys.path.insert(0, f"{WORKFLOW_DIR}/rules")  # the rules' Python helpers (rules/*.py)
-from conta_config import apply_cli_types, restore_file_strings, with_defaults
+from conta_config import apply_cli_types, load_yaml, restore_file_strings, with_defaults
 
 
 # The repository's config.yaml is the default, also when --directory points elsewhere;
@@ -29,16 +27,16 @@ configfile: f"{WORKFLOW_DIR}/config.yaml"
 # (Snakemake leaves nested ones strings), and only where the schema rejects the string:
 # `--config 'conta={mode: off}'` stays "off", `'classifier={epochs: 3}'` becomes 3.
 with open(f"{WORKFLOW_DIR}/schemas/config.schema.yaml") as _schema_file:
-    _SCHEMA = yaml.safe_load(_schema_file)
-_CONFIG_FILES = [
-    f"{WORKFLOW_DIR}/config.yaml",
-    *map(str, workflow.config_settings.configfiles),
+    _SCHEMA = load_yaml(_schema_file.read())
+_CONFIG_TEXTS = [
+    open(path).read()
+    for path in [f"{WORKFLOW_DIR}/config.yaml", *workflow.config_settings.configfiles]
 ]
-restore_file_strings(config, [open(path).read() for path in _CONFIG_FILES], _SCHEMA)
+restore_file_strings(config, _CONFIG_TEXTS, _SCHEMA)
 apply_cli_types(config, workflow.config_settings.config, _SCHEMA)
 # Used as a module (`module conta: config: ...`), Snakemake skips the configfile above: the
 # given config is laid over config.yaml's defaults (a plain run already holds them all).
-with_defaults(config, yaml.safe_load(open(f"{WORKFLOW_DIR}/config.yaml")))
+with_defaults(config, load_yaml(_CONFIG_TEXTS[0]))
 
 validate(config, "schemas/config.schema.yaml")
 

@@ -25,6 +25,15 @@ import jsonschema
 import yaml
 
 _MISSING = object()
+# libyaml's loaders where PyYAML has them: the pure-Python ones cost ~0.1 s per config file,
+# paid at every planning.
+_SAFE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RAW = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
+
+
+def load_yaml(text: str, raw: bool = False):
+    """YAML as yaml.safe_load reads it, or with `raw` every scalar as its text (BaseLoader)."""
+    return yaml.load(text, Loader=_RAW if raw else _SAFE)
 
 
 def _resolve(node: dict | None, root: dict) -> dict | None:
@@ -60,7 +69,7 @@ def _scalar_candidates(text: str) -> list[Any]:
     """What a command-line string could have meant, most literal first."""
     candidates = []
     try:
-        candidates.append(yaml.safe_load(text))
+        candidates.append(load_yaml(text))
     except yaml.YAMLError:
         pass
     try:
@@ -123,7 +132,7 @@ def restore_file_strings(config: dict, texts: list[str], schema: dict) -> dict:
     changed only where `config` still holds what that file's YAML made of it.
     """
     for text in texts:
-        typed, raw = yaml.safe_load(text), yaml.load(text, Loader=yaml.BaseLoader)
+        typed, raw = load_yaml(text), load_yaml(text, raw=True)
         if isinstance(typed, dict) and isinstance(raw, dict):
             _restore(config, typed, raw, schema, schema)
     return config
