@@ -23,15 +23,18 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-RERUN_HINT = "rerun the same command to rebuild it"
+RERUN_HINT = "rerun the same command and Snakemake rebuilds it (and what depends on it)"
 
 
 class DamagedArtifact(RuntimeError):
     """A finished artifact whose content is damaged; ``removed`` says whether it was deleted."""
 
     def __init__(self, path: str | os.PathLike, reason: str, removed: bool, detail: str = ""):
-        self.path, self.reason, self.removed = Path(path), reason, removed
+        self.path, self.reason, self.removed, self.detail = Path(path), reason, removed, detail
         super().__init__(f"{path} is damaged ({reason}); {detail}")
+
+    def __reduce__(self):  # survives pickling (worker processes, DDP ranks) with its fields
+        return (type(self), (str(self.path), self.reason, self.removed, self.detail))
 
 
 def discard(path: str | os.PathLike, reason: str, *, remove: bool = True,
@@ -43,16 +46,14 @@ def discard(path: str | os.PathLike, reason: str, *, remove: bool = True,
     """
     path = Path(path)
     if not remove:
-        return error(path, reason, False, "it was left in place: delete it and rerun to rebuild it")
+        return error(path, reason, False, "it was left in place: delete it, then rerun to rebuild it")
     try:
         path.unlink()
     except FileNotFoundError:
-        # Another reader of the same file got there first.
-        detail = f"it was deleted so that the next run rebuilds it: {RERUN_HINT}"
+        pass  # another reader of the same file got there first
     except OSError as err:
         log.error("%s is damaged (%s) but could not be deleted: %s", path, reason, err)
         return error(path, reason, False, f"it could not be deleted ({err}): delete it by hand, then {RERUN_HINT}")
-    else:
-        detail = f"it was deleted so that the next run rebuilds it: {RERUN_HINT}"
+    detail = f"it was deleted: {RERUN_HINT}"
     log.error("%s is damaged (%s); deleted it for a rebuild", path, reason)
     return error(path, reason, True, detail)

@@ -67,6 +67,8 @@ STEP_DELAY_ENV = "CONTA_TEST_STEP_DELAY_S"
 # What a rerun does after a non-finite loss stopped the step: resume | fresh (unset: stop and ask).
 NONFINITE_RESTART_ENV = "CONTA_NONFINITE_RESTART"
 NONFINITE_MARKER = "nonfinite.json"
+# Test hook: the loss of this iteration (1-based) becomes NaN, so a test can watch the stop.
+NAN_AT_ENV = "CONTA_TEST_NAN_AT_ITERATION"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -283,6 +285,7 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             print(f"[{name}] resuming from {checkpoint.resume_from} at iteration {iteration}",
                   file=sys.stderr, flush=True)
     delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+    nan_at = int(os.environ.get(NAN_AT_ENV) or 0)
     main = is_main(ctx)
     scalars = scalars if main else None
     if scalars is not None:
@@ -307,6 +310,8 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             with autocast(s.precision, device):
                 loss = loss_fn(net, batch)
             # Reduced before backward, so every DDP rank sees the same value and stops together.
+            if nan_at == iteration + 1:
+                loss = loss * float("nan")
             value = all_reduce_mean(loss.detach(), ctx).item() if ctx.world_size > 1 else loss.item()
             if not math.isfinite(value):
                 _stop_non_finite(name, checkpoint, main, iteration + 1, value,
