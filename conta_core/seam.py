@@ -24,15 +24,23 @@ the PCM output of the other.) CONTA's paper trains this with Adam, lr 0.01,
 poly 0.9, batch 8 for 8 epochs (:data:`PAPER_SETTINGS`); the official SEAM code
 uses its poly SGD with the same lr and the 1x/2x/10x/20x groups kept here.
 
-Inference: multi-scale, flipped PCM CAMs summed over scales (the IRNet path's
-:func:`conta_core.cam.infer_cams` with the SEAM model's ``cam``), then each
-class min-max normalised (:func:`min_max_normalise`).
+Inference (:func:`infer_seam_cams`, the authors' ``infer_SEAM.py``): at every
+scale the PIL-bicubic rescaled image and its mirror give PCM-refined CAMs; each
+is resized straight to the image size, all are summed, and each class is
+min-max normalised (:func:`min_max_normalise`). (IRNet's inference resizes its
+stride-16 maps to the 16-rounded size and crops; a stride-8 map resized that way
+would be shifted by up to a few pixels, so SEAM has its own.)
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .cam import rescale_images
+from .data.datasets import to_batch
 
 SCALE = 0.3               # SEAM's rescale of the siamese view
 OHEM_FRACTION = 0.2       # hard pixels kept by ECR
@@ -142,3 +150,35 @@ def min_max_normalise(cams: np.ndarray) -> np.ndarray:
     lo = cams.min(axis=(1, 2), keepdims=True)
     hi = cams.max(axis=(1, 2), keepdims=True)
     return (np.maximum(cams - lo - EPS, 0) / (hi - lo + EPS)).astype(np.float32)
+
+
+@torch.inference_mode()
+def infer_seam_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: list[float], flip: bool,
+                    device: torch.device, x_m: np.ndarray | None = None, *, precision: str = "fp32"
+                    ) -> list[np.ndarray]:
+    """SEAM's CAMs of a batch of same-size images ([B, H, W, 3] uint8): per image float32 [K_b, H, W]
+    of its ``class_ids[b]``, min-max normalised (the signature of :func:`conta_core.cam.infer_cams`)."""
+    device = torch.device(device)
+    batch, height, width = images.shape[:3]
+    m = torch.from_numpy(np.ascontiguousarray(x_m, dtype=np.float32)).to(device) if x_m is not None else None
+    total = None
+    for scale in scales:
+        x = to_batch(rescale_images(images, scale), device)
+        ms, view = m, None
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+            if m is not None:  # the mirrored copy sees M mirrored
+                ms = torch.cat([m, m])
+                view = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * batch + [[-1.0, 0.0, 1.0, 0.0]] * batch, device=device)
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
+                    else contextlib.nullcontext())
+        with autocast:
+            cam = model.cam(x, ms, view).float()
+        cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)
+        cam = cam[:batch] + cam[batch:].flip(-1) if flip else cam
+        total = cam if total is None else total + cam
+    out = []
+    for b, classes in enumerate(class_ids):
+        maps = total[b, [c - 1 for c in classes]].cpu().numpy()
+        out.append(min_max_normalise(maps) if len(classes) else maps.astype(np.float32))
+    return out

@@ -211,18 +211,25 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert all(torch.equal(v, fresh[k]) for k, v in full.items())
 
 
-def test_inference_cams_through_the_shared_multiscale_path():
-    from conta_core.cam import infer_cams
+def test_inference_cams_as_seam():
     model = tiny_seam(3).eval()
-    images = np.random.default_rng(0).integers(0, 256, (1, 40, 48, 3), dtype=np.uint8)
-    cams = infer_cams(model, images, [[1, 3]], [1.0], False, torch.device("cpu"))[0]
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+    cams = seam.infer_seam_cams(model, images, [[1, 3], []], [1.0, 0.5], True, torch.device("cpu"))
+    from conta_core.cam import rescale_images
     from conta_core.data.datasets import to_tensor
+    total = 0
     with torch.no_grad():
-        raw = model.cam(to_tensor(images[0])[None])[0, [0, 2]]       # PCM-refined, stride 8
-    up = F.interpolate(raw[None], size=(40, 48), mode="bilinear", align_corners=False)[0].numpy()
-    assert np.allclose(cams, up / (up.max(axis=(1, 2), keepdims=True) + 1e-5), atol=1e-5)
-    norm = seam.min_max_normalise(cams)
-    assert np.allclose(norm.max(axis=(1, 2)), 1, atol=1e-3) and np.allclose(norm.min(axis=(1, 2)), 0)
+        for scale in (1.0, 0.5):
+            x = to_tensor(rescale_images(images[:1], scale)[0])[None]
+            for mirrored in (False, True):
+                raw = model.cam(x.flip(-1) if mirrored else x)[0, [0, 2]]   # PCM-refined, stride 8
+                up = F.interpolate(raw[None], size=(40, 48), mode="bilinear", align_corners=False)[0]
+                total = total + (up.flip(-1) if mirrored else up)
+    total = total.numpy()
+    lo, hi = total.min(axis=(1, 2), keepdims=True), total.max(axis=(1, 2), keepdims=True)
+    assert np.allclose(cams[0], np.maximum(total - lo - 1e-5, 0) / (hi - lo + 1e-5), atol=1e-5)
+    assert cams[1].shape == (0, 40, 48)
+    assert np.allclose(cams[0].max(axis=(1, 2)), 1, atol=1e-3) and np.allclose(cams[0].min(axis=(1, 2)), 0)
 
 
 def test_adjust_mode_with_eq3_context_keeps_the_baseline_init():

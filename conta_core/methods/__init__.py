@@ -16,9 +16,9 @@ The hooks (what the step that uses a hook calls it with is in its docstring):
 * ``training_loss``: ``loss(model, batch)`` for :func:`conta_core.train.train`;
   ``optimizer_groups``: ``groups(model)`` for its optimiser (None: the shared
   backbone 1x / new layers ``new_layer_lr_mult`` split of ``model.param_groups()``).
-* ``cam_inference``: multi-scale flipped CAMs; ``cam_postprocess``: applied to
-  each image's summed CAMs (None: max normalisation only); ``cam_labels``: the
-  CAM scored as a mask.
+* ``cam_inference``: multi-scale flipped CAMs, normalised as the method does
+  (``conta_core.cam.infer_cams``'s signature); ``cam_labels``: the CAM scored
+  as a mask.
 * ``expansions``: the ``expand.method`` values the method supports, each an
   :class:`Expansion` (its per-round steps and their functions), and
   ``default_expansion``.
@@ -83,7 +83,6 @@ class Recipe:
     default_expansion: str
     conta_blocks: tuple[int, ...] = (2, 3, 4, 5)
     optimizer_groups: Ref | None = None
-    cam_postprocess: Ref | None = None
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):

@@ -21,8 +21,7 @@ RECIPE = Recipe(
     classifier=Ref("conta_core.models.seam:SeamClassifier"),
     training_loss=Ref("conta_core.seam:seam_loss"),
     optimizer_groups=Ref("conta_core.seam:optimizer_groups"),
-    cam_inference=Ref("conta_core.cam:infer_cams"),
-    cam_postprocess=Ref("conta_core.seam:min_max_normalise"),
+    cam_inference=Ref("conta_core.seam:infer_seam_cams"),
     cam_labels=Ref("conta_core.expand.affinitynet:cam_labels"),
     expansions={
         "affinitynet": Expansion(
