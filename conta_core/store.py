@@ -320,6 +320,14 @@ class MapReader:
             raise self._damaged(f"not a readable HDF5 file: {_h5_reason(err)}") from err
         try:
             self.attrs = {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+        except Exception as err:  # a valid HDF5 file, ours or not, has readable attributes
+            raise self._damaged(f"unreadable root attributes: {_h5_reason(err)}") from err
+        if self.attrs.get("format") != FORMAT and _ROOT_CRC not in self.attrs:
+            # Another program's file (or another format): reported, never judged damaged.
+            self.close()
+            raise StoreError(f"{self.path}: format is {self.attrs.get('format')!r}, expected {FORMAT!r} "
+                             "(not an artifact of this workflow)")
+        try:
             self._verify_root()
             self._items = self._file["items"]
         except DamagedStoreFile:
@@ -340,8 +348,6 @@ class MapReader:
             raise StoreError(f"{self.path}: " + "; ".join(problems))
 
     def _verify_root(self) -> None:
-        if self.attrs.get("format") != FORMAT and _ROOT_CRC not in self.attrs:
-            return  # not this store's file: reported as foreign, not as damaged
         if not self.attrs.get("complete", False):
             raise self._damaged("file is incomplete (its writer did not finish)")
         if self.attrs.get("checksum") != CHECKSUM:
@@ -429,8 +435,11 @@ class MapReader:
 
 
 def _h5_reason(err: BaseException) -> str:
+    """h5py's message without its wrapper: "Unable to ... (truncated file: ...)" -> "truncated file: ..."."""
     text = str(err).strip() or type(err).__name__
-    return text.replace("Unable to synchronously open file ", "").replace("Can't synchronously read data ", "")
+    if text.endswith(")") and " (" in text:
+        text = text[text.index(" (") + 2:-1]
+    return text
 
 
 class ShardedReader:

@@ -393,3 +393,39 @@ def test_damaged_shard_is_named_by_the_sharded_reader(tmp_path):
             r.get("s1")
     _assert_deleted_and_named(err, bad)
     assert good.exists()
+
+
+def test_verify_command_checks_a_results_folder(tmp_path, capsys):
+    """python -m conta_core.verify: every file read in full, damaged ones deleted, others kept."""
+    import torch
+
+    from conta_core.checkpoint import save_model_file
+    from conta_core.verify import main
+
+    run = tmp_path / "results" / "x"
+    (run / "round0" / "cam").mkdir(parents=True)
+    good, rewritten, truncated = (run / "round0" / "cam" / f"shard{k}.h5" for k in range(3))
+    for path in (good, rewritten, truncated):
+        _cam_file(path, n=3, size=8)
+    with h5py.File(rewritten, "r+") as f:
+        f["items/img_1"][0, 0, 0] = 0.125 if f["items/img_1"][0, 0, 0] != 0.125 else 0.25
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    model, bad_model = run / "round0" / "classifier.pt", run / "round0" / "segmenter.pt"
+    for path in (model, bad_model):
+        save_model_file(path, {"model": {"w": torch.arange(4096.0)}, "meta": {}})
+    state = torch.load(bad_model, weights_only=True)
+    state["model"]["w"][7] = -1.0
+    torch.save(state, bad_model)
+    with h5py.File(run / "foreign.h5", "w") as f:
+        f.attrs["format"] = "someone-else/1"
+
+    assert main([str(tmp_path / "results"), "--keep"]) == 1
+    assert rewritten.exists() and truncated.exists() and bad_model.exists()
+    assert main([str(tmp_path / "results")]) == 1
+    out = capsys.readouterr().out
+    assert f"damaged  {rewritten}: item 'img_1' fails its checksum; deleted" in out
+    assert f"damaged  {bad_model}: model file: checksum mismatch" in out
+    assert "6 file(s) checked: 3 damaged, 1 skipped" in out
+    assert not rewritten.exists() and not truncated.exists() and not bad_model.exists()
+    assert good.exists() and model.exists() and (run / "foreign.h5").exists()
+    assert main([str(tmp_path / "results")]) == 0
