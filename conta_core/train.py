@@ -358,10 +358,13 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
 
 def _stop_non_finite(name: str, checkpoint: Checkpointing | None, main: bool, iteration: int,
                      value: float, what: str) -> None:
-    resumable = ckpt.latest_valid_checkpoint(checkpoint.directory) if checkpoint is not None else None
+    # Rank 0 alone looks at (and may clean up) the checkpoint folder; the others only stop.
+    resumable = ckpt.latest_valid_checkpoint(checkpoint.directory) if checkpoint is not None and main else None
     if main and checkpoint is not None:
         checkpoint.mark_nonfinite(iteration, value)
-    if resumable is not None:
+    if not main:
+        then = "see rank 0 for the checkpoints"
+    elif resumable is not None:
         then = (f"the newest checkpoint ({resumable}) holds finite weights; a rerun resumes from it only "
                 f"with {NONFINITE_RESTART_ENV}=resume ({NONFINITE_RESTART_ENV}=fresh starts over)")
     else:
