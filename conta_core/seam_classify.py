@@ -12,7 +12,7 @@ from functools import partial
 import torch
 
 from . import seam
-from .classify import CONTEXT_MODES, ConfounderInputs, conta_option, uses_context
+from .classify import CONTEXT_MODES, ConfounderInputs, conta_option, context_motion, uses_context
 from .confounder import class_prior
 from .conta import ContextAdjustment
 from .models.classifier import parse_blocks
@@ -80,11 +80,18 @@ def _seam_job(index, ids: list[str], settings: dict, conta: dict, round_index: i
 
 def train_seam_classifier(index, ids: list[str], settings: dict, conta: dict, round_index: int, seed: int,
                           device: torch.device, confounder: ConfounderInputs | None, *, world_size: int = 1,
-                          checkpoint: Checkpointing | None = None) -> tuple[SeamClassifier, list[float]]:
-    """Train the round's SEAM classifier; ``world_size`` > 1 trains with DDP."""
+                          checkpoint: Checkpointing | None = None, scalars=None
+                          ) -> tuple[SeamClassifier, list[float], dict]:
+    """Train the round's SEAM classifier (``classify.train_classifier``'s signature and returns: the
+    model, the loss per epoch and how far the CONTA weights moved); ``world_size`` > 1 trains with DDP."""
     build = partial(_seam_job, index, ids, settings, conta, round_index, seed, confounder)
     result = train_job(build, TrainSettings.from_config(settings, seed), device, f"seam classifier round {round_index}",
-                       world_size=world_size, checkpoint=checkpoint)
+                       world_size=world_size, checkpoint=checkpoint, scalars=scalars)
     model = build_seam_classifier(settings, index.num_classes, conta, round_index, confounder, load_weights=False)
     model.load_state_dict(result.state_dict)
-    return model.eval(), result.history
+    motion = {}
+    if uses_context(conta, round_index):
+        start = initial_seam_classifier(index, ids, settings, conta, round_index, seed, confounder,
+                                        load_weights=False)
+        motion = context_motion(start, model)
+    return model.eval(), result.history, motion

@@ -82,3 +82,12 @@ def test_job_trains_m_path():
             opt.step()
     assert fusion.m_in.weight.grad.abs().sum() > 0            # then M reaches the loss
     assert job.model.context.w1.weight.grad.abs().sum() > 0   # and Eq. 3's W1 gets a gradient
+
+
+def test_train_seam_classifier_reports_context_motion():
+    from conta_core.seam_classify import train_seam_classifier
+    settings = {**SETTINGS, "epochs": 1, "batch_size": 2, "lr": 1e-3, "optimizer": "adam", "weight_decay": 5e-4}
+    model, history, motion = train_seam_classifier(FakeIndex(), ["0", "1", "2", "3"], settings, conta(), 1, 0,
+                                                   torch.device("cpu"), FakeConfounder())
+    assert len(history) == 1 and np.isfinite(history[0]) and not model.training
+    assert motion["w1_rel_change"] > 0 and motion["m_weight_norm_end"] != motion["m_weight_norm_start"]

@@ -10,6 +10,10 @@ module here (found by its name, :func:`get`) and the rules its expansion needs.
 
 The hooks (what the step that uses a hook calls it with is in its docstring):
 
+* ``build_round_classifier`` / ``train_round_classifier``: the round's classifier
+  with its CONTA parts, built or trained (``conta_core.classify.build_classifier``'s
+  and ``train_classifier``'s signatures): what ``train_classifier`` and the CAM
+  step call.
 * ``backbone``: builds the trunk; ``classifier``: the classifier class, whose
   ``cam(images, x_m, view)`` gives inference CAMs and whose CONTA splice is
   built from the shared fusion/context modules at ``conta_blocks``.
@@ -83,6 +87,8 @@ class Recipe:
     default_expansion: str
     conta_blocks: tuple[int, ...] = (2, 3, 4, 5)
     optimizer_groups: Ref | None = None
+    build_round_classifier: Ref | None = None
+    train_round_classifier: Ref | None = None
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
