@@ -91,7 +91,12 @@ def paired_differences(scores: pd.DataFrame, reference_arm: str = "permuted") ->
 
 def arm_markdown(table: pd.DataFrame) -> str:
     lines = ["| Arm | Round | CAM | Pseudo-Mask | Seg. Mask | seeds |", "|---|---:|---:|---:|---:|---:|"]
+    shown_baseline = False
     for _, row in table.sort_values(["arm", "round"]).iterrows():
+        if row["round"] == 0:  # every arm's round 0 is the same baseline: show it once
+            if shown_baseline:
+                continue
+            shown_baseline = True
         cells = [f"{row[c]:.1f} ± {row[c + '_std']:.1f}" if np.isfinite(row[c + "_std"]) else f"{row[c]:.1f}"
                  for c in COLUMNS]
         name = "baseline (round 0)" if row["round"] == 0 else row["arm"]
