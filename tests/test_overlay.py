@@ -1,6 +1,7 @@
 """Mask overlays (conta_core.overlay): colours, heat maps, blending, the sheet's layout, sampling."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,22 @@ def test_sample_ids_is_fixed_by_the_seed_and_keeps_order():
 def test_overlay_module_loads_no_torch():
     code = "import sys, conta_core.overlay; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_overlay_ids_override_the_sample_and_unknown_ids_are_named(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
+    from overlays import chosen_ids
+
+    class Index:
+        def ids(self, split):
+            return {"train": ["t0", "t1", "t2", "t3"], "val": ["v0", "v1", "v2"]}[split]
+
+    s = {"train_split": "train", "eval_split": "val",
+         "report": {"overlay_count": 2, "overlay_seed": 5, "overlay_ids": []}}
+    train, evaluation = chosen_ids(Index(), s)
+    assert train == sample_ids(["t0", "t1", "t2", "t3"], 2, 5) and evaluation == sample_ids(["v0", "v1", "v2"], 2, 6)
+    s["report"]["overlay_ids"] = ["v2", "t1"]
+    assert chosen_ids(Index(), s) == (["t1"], ["v2"])
+    s["report"]["overlay_ids"] = ["t1", "nope"]
+    with pytest.raises(SystemExit, match=r"report.overlay_ids: \['nope'\]"):
+        chosen_ids(Index(), s)

@@ -43,7 +43,9 @@ def test_masks_equal_predict_masks_and_carry_the_palette(tmp_path, model_file):
     path, model = model_file
     images = _images(tmp_path, [(40, 48), (40, 48), (40, 48), (32, 32)])  # 2 batches of one size + 1
     out = tmp_path / "out"
-    assert main(["--model", str(path), *map(str, images), "--out", str(out), "--overlay", "--quiet"]) == 0
+    # --device cpu: compared with predict_masks on the CPU (auto would pick a GPU where there is one)
+    assert main(["--model", str(path), *map(str, images), "--out", str(out), "--overlay", "--quiet",
+                 "--device", "cpu"]) == 0
     for image_path in images:
         expected = predict_masks(model, [read_rgb(image_path)], torch.device("cpu"), crf=False)[0]
         with Image.open(out / f"{image_path.stem}.png") as png:
@@ -63,7 +65,7 @@ def test_folder_input_and_crf_switch(tmp_path, model_file):
     folder.mkdir()
     images = _images(folder, [(24, 24), (24, 24)])
     out = tmp_path / "out"
-    assert main(["--model", str(path), str(folder), "--out", str(out), "--crf", "--quiet"]) == 0
+    assert main(["--model", str(path), str(folder), "--out", str(out), "--crf", "--quiet", "--device", "cpu"]) == 0
     expected = predict_masks(model, [read_rgb(p) for p in images], torch.device("cpu"), crf=True)
     for image_path, mask in zip(images, expected):
         np.testing.assert_array_equal(np.asarray(Image.open(out / f"{image_path.stem}.png")), mask)
@@ -106,3 +108,11 @@ def test_unreadable_images_are_all_named_before_any_work(tmp_path, model_file, c
     Image.open(good).save(other / good.name)
     assert main(["--model", str(model_file[0]), str(good), str(other / good.name), "--out", str(out)]) == 2
     assert "would both be written" in capsys.readouterr().err
+
+
+def test_cuda_asked_for_but_absent_is_named(tmp_path, model_file, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    image = _images(tmp_path, [(16, 16)])[0]
+    assert main(["--model", str(model_file[0]), str(image), "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    assert "--device cuda" in capsys.readouterr().err
