@@ -319,7 +319,8 @@ class MapReader:
                 raise StoreError(f"{self.path}: cannot open ({err})") from err
             raise self._damaged(f"not a readable HDF5 file: {_h5_reason(err)}") from err
         try:
-            self.attrs = {k: _decode_attr(v) for k, v in self._file.attrs.items()}
+            self._raw_attrs = dict(self._file.attrs.items())
+            self.attrs = {k: _decode_attr(v) for k, v in self._raw_attrs.items()}
         except Exception as err:  # a valid HDF5 file, ours or not, has readable attributes
             raise self._damaged(f"unreadable root attributes: {_h5_reason(err)}") from err
         if self.attrs.get("format") != FORMAT and _ROOT_CRC not in self.attrs:
@@ -353,7 +354,7 @@ class MapReader:
         if self.attrs.get("checksum") != CHECKSUM:
             raise self._damaged(f"it has no {CHECKSUM} checksums (written by an older version): "
                                 "it cannot be verified")
-        if self.attrs.get(_ROOT_CRC) != _crc_attrs(self._file.attrs, (_ROOT_CRC,)):
+        if self.attrs.get(_ROOT_CRC) != _crc_attrs(self._raw_attrs, (_ROOT_CRC,)):
             raise self._damaged("checksum of the root attributes does not match")
         if self.attrs.get("num_items") != len(self._file["items"]):
             raise self._damaged(f"{len(self._file['items'])} items, the file says {self.attrs.get('num_items')}")
@@ -402,7 +403,7 @@ class MapReader:
         if _key(image_id) not in self._items:
             raise StoreError(f"{self.path}: no entry for image id {image_id!r}")
         try:
-            attrs = self._items[_key(image_id)].attrs
+            attrs = dict(self._items[_key(image_id)].attrs.items())  # one pass over the attributes
             stored, actual = attrs.get("attrs_crc32"), _crc_attrs(attrs, _ITEM_CRCS)
             decoded = {k: _decode_attr(v) for k, v in attrs.items() if k not in _ITEM_CRCS}
         except Exception as err:
