@@ -88,8 +88,9 @@ def test_sample_ids_is_fixed_by_the_seed_and_keeps_order():
     assert sample_ids(ids[:3], 5, seed=0) == ids[:3]
 
 
-def test_overlay_module_loads_no_torch():
-    code = "import sys, conta_core.overlay; assert 'torch' not in sys.modules"
+def test_overlay_step_loads_no_torch():
+    scripts = Path(__file__).resolve().parents[1] / "workflow_scripts"
+    code = f"import sys; sys.path.insert(0, {str(scripts)!r}); import overlays; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
