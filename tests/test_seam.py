@@ -170,7 +170,7 @@ def test_min_max_normalise():
 class TinyViews(torch.utils.data.Dataset):
     """Images, labels, X_m and views drawn from (seed, epoch, item), like the project's datasets."""
 
-    def __init__(self, n=4, size=40, seed=0):
+    def __init__(self, n=4, size=32, seed=0):
         self.n, self.size, self.seed, self.epoch = n, size, seed, 0
 
     def set_epoch(self, epoch):
@@ -207,8 +207,6 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert resumed_losses == full_losses[3:]
     for k, v in full.items():
         assert torch.equal(v, resumed[k]), k
-    fresh, _ = run(None)  # a control: an independent run reproduces too, a different seed would not
-    assert all(torch.equal(v, fresh[k]) for k, v in full.items())
 
 
 def test_inference_cams_as_seam():
