@@ -169,7 +169,7 @@ def part_classifier(cfg, device, precision) -> dict:
 def part_cam(cfg, device, precision) -> dict:
     from conta_core.cam import infer_cams, prepare_for_inference
 
-    model = prepare_for_inference(build_cam_classifier(cfg, device))
+    model = prepare_for_inference(build_cam_classifier(cfg, device), precision, device)
     out = {"scales": list(cfg["cam_scales"]), "flip": True}
     for batch in cfg["cam_batches"]:
         images = images_uint8(batch, cfg["image"])

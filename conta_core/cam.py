@@ -38,16 +38,22 @@ UP_STRIDE = 16   # IRNet: the full-resolution map is resized to the size rounded
 LOW_STRIDE = 4   # IRNet: the random walk's CAMs are at stride 4
 
 
-def prepare_for_inference(model: torch.nn.Module) -> torch.nn.Module:
-    """An inference copy of a CAM classifier: eval mode, no gradients, BatchNorm folded into the
-    convolutions (:func:`conta_core.models.resnet.fold_batchnorm`) and channels-last weights.
-    Same CAMs up to float rounding; the caller's model is left as it is."""
+def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32",
+                          device: torch.device | str = "cpu") -> torch.nn.Module:
+    """An inference copy of a CAM classifier on ``device``: eval mode, no gradients, BatchNorm
+    folded into the convolutions (:func:`conta_core.models.resnet.fold_batchnorm`),
+    channels-last weights, and bf16 weights where ``precision`` resolves to bf16 (autocast
+    would cast them again at every call). Same CAMs up to float rounding; the caller's model
+    is left as it is. Infer with the same ``precision``."""
     from .models.resnet import fold_batchnorm
 
     copy_ = copy.deepcopy(model).eval()
     for p in copy_.parameters():
         p.requires_grad_(False)
-    return fold_batchnorm(copy_).to(memory_format=torch.channels_last)
+    copy_ = fold_batchnorm(copy_).to(device, memory_format=torch.channels_last)
+    if resolve_precision(precision, torch.device(device)) == "bf16":
+        copy_ = copy_.to(torch.bfloat16)
+    return copy_
 
 
 def normalise_by_max(cams: torch.Tensor) -> torch.Tensor:
@@ -101,6 +107,10 @@ def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: li
     """
     device = torch.device(device)
     precision = resolve_precision(precision, device)
+    weights = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    if weights is not None and weights.dtype == torch.bfloat16 and precision != "bf16":
+        raise ValueError("the model has bf16 weights (prepare_for_inference with precision bf16): "
+                         f"infer with precision bf16, not {precision!r}")
     batch, height, width = images.shape[:3]
     up_size = (_strided(height, UP_STRIDE) * UP_STRIDE, _strided(width, UP_STRIDE) * UP_STRIDE)
     low_size = (_strided(height, LOW_STRIDE), _strided(width, LOW_STRIDE))

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from conta_core.cam import infer_cam, infer_cams, normalise_by_max, prepare_for_inference
@@ -83,3 +84,23 @@ def test_prepared_model_gives_the_same_cams():
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, atol=1e-4)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_bf16_prepared_conta_model_close_to_fp32():
+    """bf16 weights + autocast (CPU here) on a CONTA classifier with X_m: close to fp32, and a
+    bf16 model refuses fp32 inference instead of failing inside the network."""
+    torch.manual_seed(0)
+    model = CamClassifier(build_resnet(18, 16, dilate=False), 4, conta_mode="adjust", blocks=(5,),
+                          confounder=torch.rand(3, 4, 4), prior=torch.full((3,), 1 / 3), map_size=(4, 4)).eval()
+    images = np.random.default_rng(3).integers(0, 255, (2, 40, 56, 3), dtype=np.uint8)
+    x_m = np.random.default_rng(4).random((2, 4, 4)).astype(np.float32)
+    fp32 = infer_cams(prepare_for_inference(model), images, [[1, 3], [2]], [1.0, 0.5], True,
+                      torch.device("cpu"), x_m)
+    bf16_model = prepare_for_inference(model, "bf16")
+    assert next(bf16_model.parameters()).dtype == torch.bfloat16
+    bf16 = infer_cams(bf16_model, images, [[1, 3], [2]], [1.0, 0.5], True, torch.device("cpu"), x_m,
+                      precision="bf16")
+    for a, b in zip(fp32, bf16):
+        assert b.dtype == np.float32 and np.abs(a - b).mean() < 0.03, np.abs(a - b).mean()
+    with pytest.raises(ValueError, match="bf16 weights"):
+        infer_cams(bf16_model, images, [[1], [2]], [1.0], True, torch.device("cpu"), x_m)

@@ -29,7 +29,8 @@ if __name__ == "__main__":
     model = build_classifier(s["classifier"], index.num_classes, s["conta"], args.round, confounder,
                              load_weights=False)
     load_model(args.classifier, model)
-    model = prepare_for_inference(model).to(device)  # eval, BatchNorm folded, channels-last
+    precision = s["cam"].get("precision", "auto")
+    model = prepare_for_inference(model, precision, device)  # eval, BatchNorm folded, channels-last
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("cam", args.round, s, index.classes, shard=args.shard, shards=s["shards"])
     batches = same_size_batches(ids, index.size, s["cam"]["batch_size"])
@@ -45,7 +46,7 @@ if __name__ == "__main__":
             classes = [index.labels(i) for i in batch]
             x_m = np.stack([confounder.x_m(i) for i in batch]) if confounder is not None else None
             cams = infer_cams(model, images, classes, s["cam"]["scales"], s["cam"]["flip"], device, x_m,
-                              precision=s["cam"].get("precision", "auto"))
+                              precision=precision)
             for image_id, image_classes, cam in zip(batch, classes, cams):
                 if image_id not in writer:
                     writer.put(image_id, cam.astype(np.float16), classes=image_classes)
