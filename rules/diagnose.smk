@@ -2,11 +2,6 @@
 # CONTA rounds only), and where each class's CAM and pseudo-mask mass falls (every round).
 
 
-def diagnose_gpus(wildcards):
-    """Only the M-usage part runs the classifier; round 0 / mode off is a numpy job."""
-    return 1 if uses_context(wildcards.round) else 0
-
-
 rule diagnose:
     input:
         INDEX,
@@ -25,7 +20,8 @@ rule diagnose:
         "../envs/conta.yaml"
     threads: GPU_THREADS
     resources:
-        gpu=diagnose_gpus,
+        # Only the M-usage part runs the classifier; round 0 / mode off is a numpy job.
+        gpu=lambda wildcards: 1 if uses_context(wildcards.round) else 0,
     params:
         script=fixed(f"{PY}/diagnose.py"),
         settings=step_settings("diagnose"),
