@@ -123,7 +123,8 @@ def checkpointing(args: argparse.Namespace, inputs: list[str | os.PathLike]):
 
     # The thread count is part of what is trained: float sums split per thread differ, so a
     # checkpoint written with another count is not resumed (the run starts afresh).
-    identity = {"settings": args.settings, "inputs": [], "threads": args.threads}
+    # The result settings' digest, not the runtime keys: more loader workers resume the same run.
+    identity = {"settings": getattr(args, "config_digest", args.settings), "inputs": [], "threads": args.threads}
     for path in inputs:
         stat = os.stat(path)
         identity["inputs"].append([str(path), stat.st_size, stat.st_mtime_ns])
