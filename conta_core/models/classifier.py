@@ -18,6 +18,11 @@ later blocks keep their expected width. How M is scaled and how W1, W2 start
 
 (The config's ``permuted`` and ``oracle`` modes build the ``adjust`` model: they
 differ only in which X_m the confounder file holds; see conta_core.confounder.)
+
+The constructor's keyword defaults are the original design (linear fusion, zero M
+weights, Eq. 3's scale, nn.Linear's W1/W2); the workflow builds the classifier
+through :func:`conta_core.classify.build_classifier`, which applies the ``conta:``
+keys (whose defaults are the live design).
 """
 from __future__ import annotations
 
