@@ -449,7 +449,13 @@ class ShardedReader:
     def __init__(self, paths: Iterable[str | os.PathLike], *, kind: str | None = None,
                  expect: dict | None = None, remove_damaged: bool = True):
         self._kind, self._expect, self._remove = kind, expect, remove_damaged
-        self.readers = [MapReader(p, kind=kind, expect=expect, remove_damaged=remove_damaged) for p in paths]
+        self.readers = []
+        try:
+            for p in paths:
+                self.readers.append(MapReader(p, kind=kind, expect=expect, remove_damaged=remove_damaged))
+        except BaseException:
+            self.close()  # the shards opened before the one that failed
+            raise
         if not self.readers:
             raise StoreError("no shard files given")
         self._where: dict[str, MapReader] = {}
