@@ -28,8 +28,9 @@ TIMEOUT_S = 540  # the whole workflow on the cluster; the cluster is stopped eit
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 GROUPS = {"generate_synthetic": "classify", "dataset_index": "classify",
-          "train_classifier": "classify", "cam": "classify", "expand": "classify",
-          "train_segmenter": "segment", "predict": "segment", "evaluate": "segment", "summary": "segment"}
+          "train_classifier": "classify", "cam": "classify", "expand": "classify", "diagnose": "classify",
+          "train_segmenter": "segment", "predict": "segment", "evaluate": "segment", "summary": "segment",
+          "overlays": "segment"}
 
 
 def _slurm_sh(action: str, state_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
