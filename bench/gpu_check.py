@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-tests", action="store_true")
     p.add_argument("--tests-timeout-s", type=float, default=None,
                    help="limit for the CUDA tests (default 150 s; dry run 900 s: CPU and maybe a busy machine)")
-    p.add_argument("--budget-s", type=float, default=300.0,
-                   help="after this many seconds the remaining parts are skipped (default 300)")
+    p.add_argument("--budget-s", type=float, default=330.0,
+                   help="after this many seconds the remaining parts are skipped (default 330)")
     p.add_argument("--allreduce-gbps", type=float, default=100.0,
                    help="assumed all-reduce bus bandwidth between GPUs for the 8-GPU estimate (GB/s)")
     p.add_argument("--cpu-cores", type=int, default=None, help="CPU cores for CRF jobs (default: this machine's)")
