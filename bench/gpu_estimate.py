@@ -26,6 +26,12 @@ Each step's wall time on G GPUs:
   per image on the CPU inside the job (``segment.crf: true``), after the network.
 * ir_label: two dense CRFs per image (3 labels: background + ~1.5 classes), CPU
   only, one thread per shard job: ``min(shards, cpu cores)`` at once.
+
+Left out: job start-up (seconds per job, ~20 jobs per round), HDF5 reads and writes,
+the confounder and evaluation jobs, Snakemake's scheduling gaps, and DDP start-up.
+Images are generated at 384x512; VOC's average is ~500x375, so CAM, boundary and
+prediction times per image are close to VOC's. Parts of a job that could overlap
+(loading with the GPU when ``num_workers`` > 0) are counted serially in ``total_h``.
 """
 from __future__ import annotations
 
