@@ -9,11 +9,14 @@ and learning rate (``conta.m_init``, ``conta.m_lr_mult``).
     initialised as the identity on X. At block 5 it is followed by the linear
     class convolution, so M only adds a per-class multiple of itself to the CAM
     and the constant mean(M) to the score: the image-level loss barely needs it.
-``conv``: a residual block X' = X + U relu(V_x X + V_m M + b), V a 3x3
+``conv``: a residual block X' = X + U relu(BN(V_x X + V_m M)), V a 3x3
     convolution to ``hidden`` channels, U a 1x1 convolution back, zero-initialised
     so the block starts as the identity on X (a pretrained later layer is not
     disturbed). The ReLU lets M gate X location by location, so M can change
-    where the CAM is, not only its level.
+    where the CAM is, not only its level. The BatchNorm keeps the ReLU alive:
+    without it, AdamW's per-weight steps on the 9C-input X part shifted every
+    pre-activation to about -100 within round 1 of the demo (at the backbone
+    rate too), all units died and M had no effect (M-usage diagnostic: 0.0 %).
 
 ``m_init``: ``zero`` (the original: the M weights start at 0 and, at the
 backbone's learning rate, barely move) or ``balanced``: the M weights are drawn
@@ -69,28 +72,30 @@ class LinearFusion(nn.Module):
 
 
 class ConvFusion(nn.Module):
-    """X' = X + U relu(V_x X + V_m M + b): a residual 3x3 -> ReLU -> 1x1 block, U starts at 0."""
+    """X' = X + U relu(BN(V_x X + V_m M)): a residual 3x3 -> BN -> ReLU -> 1x1 block, U starts at 0."""
 
     def __init__(self, channels: int, hidden: int | None = None, m_init: str = "balanced"):
         super().__init__()
         hidden = hidden or max(1, channels // 4)
-        self.x_in = nn.Conv2d(channels, hidden, kernel_size=3, padding=1, bias=True)
+        self.x_in = nn.Conv2d(channels, hidden, kernel_size=3, padding=1, bias=False)
         self.m_in = nn.Conv2d(1, hidden, kernel_size=3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(hidden)
         self.out = nn.Conv2d(hidden, channels, kernel_size=1, bias=False)
         nn.init.zeros_(self.out.weight)
         _init_m_weight(self.m_in.weight, m_init, float(self.x_in.weight.detach().std()), channels)
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return x + self.out(torch.relu(self.x_in(x) + self.m_in(m)))
+        return x + self.out(torch.relu(self.norm(self.x_in(x) + self.m_in(m))))
 
     def m_parameters(self) -> list[nn.Parameter]:
         return [self.m_in.weight]
 
     def spliced_parameters(self) -> list[nn.Parameter]:
-        return []
+        # At the backbone rate, like the linear splice: it sits inside the backbone's feature path.
+        return [*self.x_in.parameters(), *self.norm.parameters(), self.out.weight]
 
     def new_parameters(self) -> list[nn.Parameter]:
-        return [*self.x_in.parameters(), self.out.weight]
+        return []
 
 
 def build_fusion(kind: str, channels: int, m_init: str, hidden: int | None = None) -> nn.Module:
