@@ -166,6 +166,7 @@ def test_bad_items_stop_the_run_at_dataset_index(tmp_path):
 
     # Skipping bad items: indexing succeeds, the report lists them, training is next.
     config["dataset"]["on_bad_item"] = "skip"
+    config["dataset"]["max_skip_fraction"] = 0.5  # 3 of 6 training images are bad on purpose
     snakemake(work, config, "--until", "dataset_index")
     index = DatasetIndex.load(work / "results/broken/dataset")
     assert index.ids("train") == ["img00", "img04", "img05"]
