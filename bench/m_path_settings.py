@@ -31,8 +31,8 @@ from conta_core.diagnostics import m_usage  # noqa: E402
 
 SETTINGS = {
     "inert": INERT_CONTA,
-    "linear_live": {**LIVE_CONTA, "fusion": "linear"},
-    "live": LIVE_CONTA,
+    "live": LIVE_CONTA,                               # the defaults (linear fusion)
+    "conv_live": {**LIVE_CONTA, "fusion": "conv"},
     "live_prior_scale": {**LIVE_CONTA, "m_scale": "prior"},
     "live_default_attention": {**LIVE_CONTA, "attention_init": "default"},
     "live_m_lr1": {**LIVE_CONTA, "m_lr_mult": 1.0},

@@ -24,7 +24,7 @@ M_USAGE_COLUMNS = ["round", "mode", "threads", "images", "cam_miou_own", "cam_mi
 
 def m_usage_row(args, s, index) -> dict:
     from conta_core.classify import ConfounderInputs, build_classifier, load_model
-    from conta_core.diagnostics import m_usage
+    from conta_core.diagnostics import m_usage, subset
 
     device = setup(args)
     confounder = ConfounderInputs(args.confounder, index.classes)
@@ -32,7 +32,7 @@ def m_usage_row(args, s, index) -> dict:
                              load_weights=False)
     meta = load_model(args.classifier, model)
     model.to(device).eval()
-    usage = m_usage(model, index, index.ids(s["train_split"]), confounder.x_m, s["seed"],
+    usage = m_usage(model, index, subset(index.ids(s["train_split"])), confounder.x_m, s["seed"],
                     s["cam"]["bg_threshold"], device)
     return {**usage, **meta.get("context_motion", {}), "threads": meta.get("threads")}
 
