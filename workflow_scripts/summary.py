@@ -23,8 +23,8 @@ M_USAGE_TITLES = {
     "alpha_entropy": "alpha entropy / log n (1 = uniform)",
     "alpha_rel_spread": "alpha spread over images (std / mean)",
     "m_rel_spread": "M spread over images (std / mean)",
-    "w1_rel_change": "W1 moved (||W - W0|| / ||W0||)",
-    "w2_rel_change": "W2 moved",
+    "w1_rel_change": "W1 moved in training (norm of W - W0 / norm of W0)",
+    "w2_rel_change": "W2 moved in training",
     "threads": "CPU threads of the classifier",
 }
 
