@@ -78,6 +78,7 @@ class Steps:
         self.eval_split = self.dataset["eval_split"]
         self.mode = config["conta"]["mode"]
         self.method = config["expand"]["method"]
+        self._digests: dict = {}
 
     # -- which round reads what -------------------------------------------------------
     def uses_context(self, round_index: int) -> bool:
@@ -106,6 +107,45 @@ class Steps:
         return copy.deepcopy(self.config["conta"]) if self.uses_context(round_index) else {"mode": "off"}
 
     def settings(self, step: str, round_index: int | None = None, split: str | None = None) -> dict:
+        """The step's own keys and, under "inputs", the digests of the artifacts it reads: a file
+        made from another run's inputs (e.g. a pseudo-mask expanded from a seed-1 CAM) carries
+        another digest, although the expansion's own keys are the same."""
+        own = self._own(step, round_index, split)
+        inputs = self._inputs(step, round_index)
+        return {**own, "inputs": inputs} if inputs else own
+
+    def _inputs(self, step: str, t: int | None) -> dict:
+        up = {}
+        if step == "train_classifier":
+            data = {"index": self.settings("dataset_index")}
+            if self.dataset["kind"] == "synthetic":
+                data["synthetic"] = self.settings("generate_synthetic")
+            up["dataset"] = digest(data)
+        if step in ("train_classifier", "cam", "diagnose") and self.uses_context(t):
+            up["confounder"] = self.digest("confounder", t - 1)
+        if step in ("cam", "diagnose") or (step == "train_relation" and self._relation_reads_classifier()):
+            up["classifier"] = self.digest("train_classifier", t)
+        if step in ("ir_label", "expand", "evaluate", "diagnose"):
+            up["cam"] = self.digest("cam", t)
+        if step == "train_relation":
+            up["ir_label"] = self.digest("ir_label", t)
+        if step == "expand" and self.method == "irnet":
+            up["relation_net"] = self.digest("train_relation", t)
+        if step in ("train_segmenter", "evaluate", "diagnose") or (
+                step == "confounder" and self.config["confounder"]["source"] == "pseudo_mask"):
+            up["pseudo_mask"] = self.digest("expand", t)
+        if step == "predict":
+            up["segmenter"] = self.digest("train_segmenter", t)
+        if step == "evaluate":
+            up["seg_pred"] = self.digest("predict", t, self.eval_split)
+        if step == "confounder" and self.config["confounder"]["source"] == "seg_mask":
+            up["seg_pred"] = self.digest("predict", t, self.train_split)
+        return up
+
+    def _relation_reads_classifier(self) -> bool:
+        return self.config["expand"]["irnet"]["train"]["weights"] == "classifier"
+
+    def _own(self, step: str, round_index: int | None, split: str | None) -> dict:
         c, t = self.config, round_index
         if step == "generate_synthetic":
             return copy.deepcopy(self.dataset.get("synthetic") or {})
@@ -171,7 +211,10 @@ class Steps:
         return out
 
     def digest(self, step: str, round_index: int | None = None, split: str | None = None) -> str:
-        return digest(self.settings(step, round_index, split))
+        key = (step, round_index, split)
+        if key not in self._digests:  # each round's digests build on the previous round's
+            self._digests[key] = digest(self.settings(step, round_index, split))
+        return self._digests[key]
 
     # -- what each consumer expects of its inputs ------------------------------------------
     def expect(self, step: str, round_index: int, inputs: dict[str, list[str]]) -> list[dict]:

@@ -280,14 +280,11 @@ def other_config_run(tmp_path_factory) -> Path:
     return other
 
 
-# The provenance checks (issue 10 item 3, 3d07981) compare the digest of the producing step's
-# own settings. ir_label, expand and predict leave the seed out of theirs (they are
-# deterministic), and no digest covers the inputs a file was made from, so these files of a
-# seed-1 run carry the same digest as this run's and pass.
-LINEAGE_GAP = pytest.mark.xfail(strict=True, reason="provenance digests cover the step's own settings, "
-                                "not the inputs' lineage: a seed-1 file of a seedless step passes")
-FOREIGN_CASES = [pytest.param(kind, marks=LINEAGE_GAP) if kind in ("ir_label", "pseudo_mask", "seg_pred")
-                 else kind for kind in KINDS]
+# The provenance checks (issue 10 item 3) compare the digest of the producing step's settings,
+# which take in the digests of the files it read: a file of a seed-1 run is refused also where
+# its own step has no seed (ir_label, expand, predict), through the seed-1 CAM or classifier
+# it was made from.
+FOREIGN_CASES = list(KINDS)
 
 
 @pytest.mark.parametrize("kind", FOREIGN_CASES)
