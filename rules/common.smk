@@ -165,6 +165,12 @@ def round_targets():
     round's without a confounder from it) only with segment.predict_train_all."""
     targets = []
     for t in ROUNDS:
+        # The models and the evaluation predictions too: a deleted (e.g. damaged) last-round
+        # segmenter would otherwise never be rebuilt, as the scores made from it still stand.
+        targets += [f"{round_dir(t)}/classifier.pt", f"{round_dir(t)}/segmenter.pt"]
+        targets += shard_files(t, f"seg_pred/{EVAL_SPLIT}")
+        if STEPS.builds_confounder(t):
+            targets.append(f"{round_dir(t)}/confounder.h5")
         targets += shard_files(t, "cam") + shard_files(t, "pseudo_mask")
         if STEPS.predicts_train(t):
             targets += shard_files(t, f"seg_pred/{TRAIN_SPLIT}")

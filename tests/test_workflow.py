@@ -51,6 +51,13 @@ def test_tiny_run_resume_and_partial_rerun(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert (results / "round0" / "cam" / "shard0.h5").exists()
 
+    # The last round's segmenter is read only by predictions whose scores already stand:
+    # deleted (as a damaged file is), it is still rebuilt, with the predictions made from it.
+    (results / "round1" / "segmenter.pt").unlink()
+    plan = planned_jobs(snakemake(tmp_path, "-n").stdout)
+    assert plan["train_segmenter"] == 1 and plan["predict"] == 1
+    assert "train_classifier" not in plan and "cam" not in plan
+
 
 def test_mistyped_config_key_fails_at_planning(tmp_path):
     result = snakemake(tmp_path, "-n", "--config", "classifier={epoks: 2}", check=False)
