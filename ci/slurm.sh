@@ -55,7 +55,8 @@ alive() {  # alive <pidfile>: the process named in the pid file is running
 
 write_config() {
     local cpus mem
-    cpus=$(nproc)
+    # nproc honours OMP_NUM_THREADS (a test process may have set it to 1): ask for the online CPUs.
+    cpus=$(getconf _NPROCESSORS_ONLN)
     # slurmd drains a node that reports less memory than configured: stay below the real amount.
     mem=$(awk '/MemTotal/ {m = int($2 / 1024) - 512; print (m > 8000 ? 8000 : m)}' /proc/meminfo)
     mkdir -p "$DIR"/{state,spool,log,munge}

@@ -42,6 +42,7 @@ rule summary:
     output:
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
+        html=f"{RESULTS}/summary.html",
         per_class=f"{RESULTS}/per_class.csv",
         plot=f"{RESULTS}/miou_over_rounds.png",
         m_usage=f"{RESULTS}/m_usage.csv",
@@ -63,6 +64,6 @@ rule summary:
     shell:
         "{params.script} --settings {params.settings:q} --summaries {input.summaries} "
         "--per-class {input.per_class} --m-usage {input.m_usage} --confounding {input.confounding} "
-        "--out-csv {output.csv} --out-md {output.md} --out-per-class {output.per_class} "
+        "--out-csv {output.csv} --out-md {output.md} --out-html {output.html} --out-per-class {output.per_class} "
         "--out-plot {output.plot} --out-m-usage {output.m_usage} --out-confounding {output.confounding} "
         "> {log} 2>&1"

@@ -44,6 +44,12 @@ REPORT_ENTRIES = (
             "mIoU per round",
         ),
         (
+            f"{RESULTS}/summary.html",
+            "summary_html.rst",
+            "1. Summary (Table 1)",
+            "mIoU per round",
+        ),
+        (
             f"{RESULTS}/summary.md",
             "summary_md.rst",
             "1. Summary (Table 1)",

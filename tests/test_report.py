@@ -40,6 +40,7 @@ def test_report_shows_summary_plot_tables_and_overlays(tiny_run):
     entries = {
         "results/tiny/summary.csv": "Table 1 for this run: mIoU (%) per round",
         "results/tiny/miou_over_rounds.png": "mIoU (%) of CAM, pseudo-mask and segmentation over the rounds",
+        "results/tiny/summary.html": "The whole summary, readable here: Table 1",
         "results/tiny/per_class.csv": "IoU (%) of every class, for every round and step",
         "results/tiny/round0/metrics/per_class.csv": "IoU (%) of every class in this round",
         "results/tiny/round1/metrics/per_class.csv": "IoU (%) of every class in this round",
@@ -53,6 +54,9 @@ def test_report_shows_summary_plot_tables_and_overlays(tiny_run):
     for category in ("1. Summary (Table 1)", "2. Per-class IoU", "3. Mask overlays", "round 0", "round 1"):
         assert category in html
     assert "Causal Intervention for Weakly-Supervised Semantic Segmentation" in html  # report/workflow.rst
+    # Table 1 as HTML (shown inline; the CSV and Markdown files are downloads only).
+    summary_page = (results / "summary.html").read_text()
+    assert "<h3>" in summary_page and summary_page.count("<table>") >= 2 and "Round = 1" in summary_page
     # The overlay sheets themselves are embedded, byte for byte.
     embedded = {base64.b64decode(data) for data in re.findall(
         r"data:image/png;charset=utf8;filename=overlays\.png;base64,([A-Za-z0-9+/=]+)", html)}

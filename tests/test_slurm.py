@@ -35,6 +35,8 @@ GROUPS = {"generate_synthetic": "classify", "dataset_index": "classify",
 
 def _slurm_sh(action: str, state_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, CONTA_SLURM_DIR=str(state_dir))
+    for name in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT"):  # the node gets every CPU
+        env.pop(name, None)
     return subprocess.run(["bash", str(SLURM_SH), action], capture_output=True, text=True, env=env,
                           timeout=timeout)
 

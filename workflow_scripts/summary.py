@@ -12,6 +12,7 @@ from _common import parser
 
 from conta_core.confounding import confounding_markdown
 from conta_core.evaluate import per_class_markdown, plot_rounds, table1_markdown
+from conta_core.report_html import markdown_to_html
 
 M_USAGE_TITLES = {
     "cam_change_permuted_pct": "CAM change, permuted X_m (% of peak)",
@@ -50,6 +51,7 @@ if __name__ == "__main__":
     p.add_argument("--confounding", type=Path, nargs="+", required=True)
     p.add_argument("--out-csv", type=Path, required=True)
     p.add_argument("--out-md", type=Path, required=True)
+    p.add_argument("--out-html", type=Path, required=True)
     p.add_argument("--out-per-class", type=Path, required=True)
     p.add_argument("--out-plot", type=Path, required=True)
     p.add_argument("--out-m-usage", type=Path, required=True)
@@ -65,7 +67,9 @@ if __name__ == "__main__":
     confounding = pd.concat([pd.read_csv(f) for f in args.confounding])
     m_usage.to_csv(args.out_m_usage, index=False, float_format="%.4g")
     confounding.to_csv(args.out_confounding, index=False, float_format="%.4g")
-    args.out_md.write_text(table1_markdown(summary, title) + "\n" + m_usage_markdown(m_usage) + "\n"
-                           + confounding_markdown(confounding) + "\n" + per_class_markdown(per_class))
+    markdown = (table1_markdown(summary, title) + "\n" + m_usage_markdown(m_usage) + "\n"
+                + confounding_markdown(confounding) + "\n" + per_class_markdown(per_class))
+    args.out_md.write_text(markdown)
+    args.out_html.write_text(markdown_to_html(markdown, title))  # what `snakemake --report` shows inline
     plot_rounds(summary, args.out_plot, title)
     print(summary.to_string(index=False))
