@@ -117,6 +117,7 @@ def initial_classifier(index, ids: list[str], settings: dict, conta: dict, round
 def context_motion(start: CamClassifier, trained: CamClassifier) -> dict[str, float]:
     """How far the CONTA weights moved in training: ||W - W_0|| / ||W_0|| (W1, W2, M weights)."""
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        a, b = a.detach(), b.detach()
         return float((b - a).norm() / a.norm().clamp_min(1e-12))
 
     out = {}
