@@ -28,6 +28,39 @@ class WeightsError(RuntimeError):
     """Pretrained weights were asked for but cannot be loaded."""
 
 
+def fetch_imagenet_state(enum, model_name: str) -> dict:
+    """A torchvision weights enum's state dict; offline, an error saying which file to fetch."""
+    try:
+        return enum.get_state_dict(progress=False)
+    except Exception as err:  # network errors come in many types
+        raise WeightsError(
+            f"could not fetch ImageNet weights for {model_name} ({err.__class__.__name__}: {err}).\n"
+            f"Download {enum.url} on a machine with network access, copy it here and set "
+            f"the config key's weights to that file's path (e.g. weights: /data/{Path(enum.url).name})."
+        ) from err
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """A local state dict read with ``weights_only=True``; a ``{"model": state_dict}`` wrapper and
+    DataParallel's ``module.`` prefix are accepted. Errors name the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist (set weights: none | imagenet | <path>)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling refusals, truncated or foreign files
+        raise WeightsError(f"weights file {path} cannot be read as a state dict with "
+                           f"weights_only=True ({err.__class__.__name__}: {err}); save it with "
+                           "torch.save(model.state_dict(), path)") from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
 def _strides_for(output_stride: int) -> tuple[int, int, int, int]:
     # Stride of layer1..layer4; the stem (conv1 + maxpool) adds a factor 4.
     if output_stride == 32:
@@ -114,31 +147,10 @@ def load_backbone_weights(backbone: ResNetBackbone, depth: int, weights: str) ->
     if weights == "imagenet":
         import torchvision
 
-        enum = getattr(torchvision.models, _WEIGHTS_ENUM[depth]).IMAGENET1K_V1
-        try:
-            state = enum.get_state_dict(progress=False)
-        except Exception as err:  # network errors come in many types
-            raise WeightsError(
-                f"could not fetch ImageNet weights for ResNet-{depth} ({err.__class__.__name__}: {err}).\n"
-                f"Download {enum.url} on a machine with network access, copy it here and set "
-                f"the config key's weights to that file's path (e.g. weights: /data/{Path(enum.url).name})."
-            ) from err
+        state = fetch_imagenet_state(getattr(torchvision.models, _WEIGHTS_ENUM[depth]).IMAGENET1K_V1,
+                                     f"ResNet-{depth}")
     else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist (set weights: none | imagenet | <path>)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # unpickling refusals, truncated or foreign files
-            raise WeightsError(f"weights file {path} cannot be read as a state dict with "
-                               f"weights_only=True ({err.__class__.__name__}: {err}); save it with "
-                               "torch.save(model.state_dict(), path)") from err
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        if not isinstance(state, dict):
-            raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
-        if state and all(k.startswith("module.") for k in state):
-            state = {k[len("module."):]: v for k, v in state.items()}
+        state = read_state_dict(weights)
     own = {}
     for name, module in (("stem.0", "conv1"), ("stem.1", "bn1")):
         for k, v in list(state.items()):

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .backbone import WeightsError
+from .backbone import WeightsError, read_state_dict
 
 MXNET_FILE = "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
 # (name, in, mid, out, stride, first dilation, dilation) of the basic blocks B2..B5, at width 1.
@@ -218,18 +218,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         except ParamsFormatError as err:
             raise WeightsError(str(err)) from err
         return {k: torch.from_numpy(v.copy()) for k, v in mxnet_to_torch_names(arrays).items()}
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refusals, truncated or foreign files
-        raise WeightsError(f"weights file {path} cannot be read as a state dict with weights_only=True "
-                           f"({err.__class__.__name__}: {err})") from err
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return read_state_dict(path)
 
 
 def load_resnet38_weights(net: ResNet38, weights: str | None) -> None:

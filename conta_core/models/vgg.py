@@ -29,12 +29,10 @@ torchvision's fc layers are dropped (fc6/fc7 are new, random layers).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from .backbone import WeightsError
+from .backbone import WeightsError, fetch_imagenet_state, read_state_dict
 
 # (convolutions, channels) per VGG-16 group
 GROUPS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
@@ -114,19 +112,6 @@ def build_vgg16(weights: str = "none", width: float = 1.0, fc6_dilation: int = 1
     return trunk
 
 
-def _imagenet_state() -> dict:
-    import torchvision
-
-    enum = torchvision.models.VGG16_Weights.IMAGENET1K_V1
-    try:
-        return enum.get_state_dict(progress=False)
-    except Exception as err:  # network errors come in many types
-        raise WeightsError(
-            f"could not fetch ImageNet weights for VGG-16 ({err.__class__.__name__}: {err}).\n"
-            f"Download {enum.url} on a machine with network access, copy it here and set the "
-            f"config key's weights to that file's path (e.g. weights: /data/{Path(enum.url).name}).") from err
-
-
 def load_vgg16_weights(trunk: VGG16Trunk, weights: str | None) -> None:
     """Copy torchvision VGG-16 convolution weights into conv1_1..conv5_3 (fc6/fc7 stay random)."""
     if weights in (None, "none"):
@@ -134,23 +119,11 @@ def load_vgg16_weights(trunk: VGG16Trunk, weights: str | None) -> None:
     if trunk.width != 1.0:
         raise WeightsError(f"VGG-16 weights {weights} need width 1.0, the model has width {trunk.width}")
     if weights == "imagenet":
-        state = _imagenet_state()
+        import torchvision
+
+        state = fetch_imagenet_state(torchvision.models.VGG16_Weights.IMAGENET1K_V1, "VGG-16")
     else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist (set weights: none | imagenet | <path>)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise WeightsError(f"weights file {path} cannot be read as a state dict with weights_only=True "
-                               f"({err.__class__.__name__}: {err}); save it with "
-                               "torch.save(model.state_dict(), path)") from err
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):
-            state = state["model"]
-        if not isinstance(state, dict):
-            raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
-        if state and all(k.startswith("module.") for k in state):
-            state = {k[len("module."):]: v for k, v in state.items()}
+        state = read_state_dict(weights)
     problems = []
     copies = []
     for name, index in zip(CONV_NAMES, TORCHVISION_CONV_INDICES):
