@@ -85,6 +85,10 @@ class TrainSettings:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     warmup_iters: int = 0
+    lr_policy: str = "poly"         # poly | step (Caffe's: lr * lr_gamma ** (iteration // lr_step); SEC, DSRG)
+    lr_step: int = 2000
+    lr_gamma: float = 0.1
+    iterations: int | None = None   # train this many steps (SEC, DSRG) instead of whole epochs
     seed: int = 0
     num_workers: int = 0
     precision: str = "fp32"         # fp32 | bf16 (autocast)
@@ -92,7 +96,10 @@ class TrainSettings:
     @classmethod
     def from_config(cls, section: dict, seed: int) -> "TrainSettings":
         keys = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in section.items() if k in keys and k != "seed"}, seed=seed)
+        values = {k: v for k, v in section.items() if k in keys and k != "seed"}
+        if values.get("iterations") is not None:
+            values.setdefault("epochs", 0)  # counted from the iterations (see schedule)
+        return cls(**values, seed=seed)
 
 
 @dataclass
@@ -225,10 +232,26 @@ def build_optimizer(groups: list[dict], s: TrainSettings) -> torch.optim.Optimiz
 
 
 def lr_factor(iteration: int, max_iters: int, s: TrainSettings) -> float:
-    """Linear warm-up, then poly decay (1 - it / max_it) ^ power."""
+    """Linear warm-up, then poly decay (1 - it / max_it) ^ power, or Caffe's step policy
+    gamma ^ floor(it / step) (``lr_policy: step``, as :func:`conta_core.expand.sec.step_lr_factor`)."""
     if iteration < s.warmup_iters:
         return (iteration + 1) / s.warmup_iters
-    return (1.0 - iteration / max_iters) ** s.poly_power
+    if s.lr_policy == "step":
+        return s.lr_gamma ** (iteration // s.lr_step)
+    if s.lr_policy == "poly":
+        return (1.0 - iteration / max_iters) ** s.poly_power
+    raise ValueError(f"lr_policy must be 'poly' or 'step', got {s.lr_policy!r}")
+
+
+def schedule(num_items: int, s: TrainSettings) -> tuple[int, int, int]:
+    """(batches per epoch, epochs, total iterations): whole epochs, or ``s.iterations`` steps
+    over as many epochs as they need (the last one cut short)."""
+    per_epoch = num_items // s.batch_size
+    if s.iterations is None:
+        return per_epoch, s.epochs, s.epochs * per_epoch
+    if s.iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {s.iterations}")
+    return per_epoch, math.ceil(s.iterations / per_epoch), s.iterations
 
 
 def epoch_batches(num_items: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -272,8 +295,8 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
     model.to(device).train()
     net = wrap_model(model, ctx)
     optimizer = build_optimizer(groups, s)
-    per_epoch = len(dataset) // s.batch_size
-    max_iters = s.epochs * per_epoch
+    per_epoch, epochs, max_iters = schedule(len(dataset), s)
+    lr_factor(0, max_iters, s)  # an unknown lr_policy fails before the first step
     iteration, start_epoch, start_batch, carried = 0, 0, 0, 0.0
     history: list[float] = []
     if checkpoint is not None and checkpoint.resume_from is not None:
@@ -290,7 +313,9 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
     scalars = scalars if main else None
     if scalars is not None:
         scalars.open(resume_iteration=iteration)
-    for epoch in range(start_epoch, s.epochs):
+    for epoch in range(start_epoch, epochs):
+        if iteration >= max_iters:
+            break
         dataset.set_epoch(epoch)
         first = start_batch if epoch == start_epoch else 0
         total = carried if epoch == start_epoch else 0.0
@@ -301,7 +326,7 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=s.num_workers,
                             generator=torch.Generator().manual_seed(s.seed * 100_003 + epoch))
         start = time.time()
-        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{s.epochs}", file=sys.stderr,
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{epochs}", file=sys.stderr,
                    mininterval=5.0, leave=False, disable=not main, initial=first, total=per_epoch)
         for position, batch in enumerate(bar, start=first):
             for group in optimizer.param_groups:
@@ -327,14 +352,14 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
             if scalars is not None:
                 scalars.iteration(iteration, value, optimizer.param_groups[0]["lr"])
-            end_of_epoch = position + 1 == per_epoch
+            end_of_epoch = position + 1 == per_epoch or iteration == max_iters
             if end_of_epoch:
-                history.append(total / per_epoch)
+                history.append(total / (position + 1))
                 if scalars is not None:
                     scalars.epoch(epoch + 1, history[-1], optimizer.param_groups[0]["lr"])
                 if main:
                     # tqdm.write: the line lands on a line of its own, not glued to the bar.
-                    tqdm.write(f"[{name}] epoch {epoch + 1}/{s.epochs} iter {iteration}/{max_iters} "
+                    tqdm.write(f"[{name}] epoch {epoch + 1}/{epochs} iter {iteration}/{max_iters} "
                                f"loss {history[-1]:.4f} lr {optimizer.param_groups[0]['lr']:.2e} "
                                f"{time.time() - start:.1f}s", file=sys.stderr)
             if (checkpoint is not None and checkpoint.every > 0 and iteration % checkpoint.every == 0
@@ -349,6 +374,8 @@ def train(model: nn.Module, dataset, loss_fn: Callable[[nn.Module, dict], torch.
                 print(f"[{name}] saved checkpoint {path} at iteration {iteration}", file=sys.stderr, flush=True)
             if delay:
                 time.sleep(delay)
+            if iteration >= max_iters:
+                break
     _check_weights(model, name, checkpoint, main, iteration)
     if scalars is not None:
         scalars.close()
