@@ -63,6 +63,22 @@ def uses_context(conta: dict, round_index: int) -> bool:
     return round_index > 0 and conta["mode"] != "off"
 
 
+def build_backbone(settings: dict, load_weights: bool = True):
+    """The classifier's trunk: ``backbone: vgg16`` (SEC's VGG-16 LargeFOV, keys ``width``,
+    ``fc6_dilation``; the recipe ``sec``'s backbone) or a ResNet depth (irnet, dsrg)."""
+    weights = settings["weights"] if load_weights else "none"
+    if settings["backbone"] == "vgg16":
+        from .models.vgg import build_vgg16
+
+        return build_vgg16(weights, width=float(settings.get("width", 1.0)),
+                           fc6_dilation=int(settings.get("fc6_dilation", 1)),
+                           output_stride=settings.get("output_stride", 8))
+    # IRNet's CAM network: a stage that drops its stride is not dilated (classifier.dilate)
+    return build_resnet(settings["backbone"], settings["output_stride"], weights,
+                        settings.get("freeze_bn", True), settings.get("freeze_conv1", True),
+                        dilate=settings.get("dilate", False))
+
+
 def build_classifier(settings: dict, num_classes: int, conta: dict, round_index: int,
                      confounder: ConfounderInputs | None, *, load_weights: bool = True,
                      x_norm: float | None = None) -> CamClassifier:
@@ -70,11 +86,7 @@ def build_classifier(settings: dict, num_classes: int, conta: dict, round_index:
 
     ``x_norm``: the typical norm of X_m (``attention_init: scaled``; only the
     start of W1 depends on it, so inference may leave it out)."""
-    # IRNet's CAM network: a stage that drops its stride is not dilated (classifier.dilate)
-    backbone = build_resnet(settings["backbone"], settings["output_stride"],
-                            settings["weights"] if load_weights else "none",
-                            settings.get("freeze_bn", True), settings.get("freeze_conv1", True),
-                            dilate=settings.get("dilate", False))
+    backbone = build_backbone(settings, load_weights)
     if not uses_context(conta, round_index):
         return CamClassifier(backbone, num_classes - 1)
     if conta["mode"] not in CONTEXT_MODES:

@@ -52,3 +52,18 @@ def test_vgg_trunk_takes_contas_splice_at_every_block():
             for p in f.m_parameters():
                 p.fill_(0.5)
     assert not torch.allclose(model.cam(images, x_m), model.cam(images, x_m.flip(0)))
+
+
+def test_build_classifier_takes_the_recipes_backbone():
+    from conta_core.classify import build_classifier
+    from conta_core.models.backbone import ResNetBackbone
+    from conta_core.models.vgg import VGG16Trunk
+
+    sec_cls = dict(methods.get("sec").defaults["classifier"], width=0.0625)
+    model = build_classifier(sec_cls, 4, {"mode": "off"}, 0, None)
+    assert isinstance(model.backbone, VGG16Trunk) and model.backbone.fc6.dilation == (1, 1)
+    assert model.backbone.stage_channels[-1] == 64 and model.classifier.out_channels == 3
+    dsrg_cls = dict(methods.get("dsrg").defaults["classifier"], backbone=18)
+    resnet = build_classifier(dsrg_cls, 4, {"mode": "off"}, 0, None)
+    assert isinstance(resnet.backbone, ResNetBackbone)
+    assert methods.get("sec").backbone.load().__name__ == "build_vgg16"
