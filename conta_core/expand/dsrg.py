@@ -34,7 +34,7 @@ from torch import nn
 from ..models.backbone import ResNetBackbone, build_resnet
 from ..models.deeplab import ASPP
 from .region_growing import BG_THRESHOLD, FG_THRESHOLD, grow_seeds
-from .sec import MIN_PROB, constrain_loss, crf_targets, one_hot_cues, sec_softmax, seeds_to_grid
+from .sec import CRF_SCALE, MIN_PROB, constrain_loss, crf_targets, one_hot_cues, sec_softmax, seeds_to_grid
 
 CONSTRAIN_CLIP = (0.05, 20.0)   # DSRG's ConstrainLossLayer: clip(Q / f, 0.05, 20)
 DSRG_TRAINING = {"optimizer": "sgd", "lr": 5e-4, "momentum": 0.9, "weight_decay": 5e-4, "iterations": 10000,
@@ -87,17 +87,19 @@ def grow_batch(probs: torch.Tensor, seeds: torch.Tensor, labels: torch.Tensor, *
 
 def dsrg_loss(model: DsrgNet, batch: dict, *, fg_threshold: float = FG_THRESHOLD,
               bg_threshold: float = BG_THRESHOLD, grow_on: str = "crf", connectivity: int = 8,
-              crf: dict | None = None, clip: tuple[float, float] = CONSTRAIN_CLIP) -> torch.Tensor:
+              crf: dict | None = None, clip: tuple[float, float] = CONSTRAIN_CLIP, scale: float = CRF_SCALE,
+              workers=None) -> torch.Tensor:
     """Seeding loss on the grown seeds + constrain loss, for :func:`conta_core.train.train`.
 
     ``batch``: ``image`` [B, 3, H, W], ``rgb`` uint8 [B, H, W, 3], ``seeds`` [B, H, W], ``labels`` [B, C-1].
+    ``workers``: spreads the CRFs over processes (see :func:`conta_core.expand.sec.crf_targets`).
     """
     if grow_on not in ("crf", "softmax"):
         raise ValueError(f"grow_on must be 'crf' or 'softmax', got {grow_on!r}")
     probs = sec_softmax(model(batch["image"]))
     size = tuple(probs.shape[-2:])
     rgb = batch["rgb"].cpu().numpy() if torch.is_tensor(batch["rgb"]) else np.asarray(batch["rgb"])
-    refined = crf_targets(probs, rgb, crf=crf)
+    refined = crf_targets(probs, rgb, scale, crf=crf, workers=workers)
     seeds = seeds_to_grid(batch["seeds"], size)
     grown = grow_batch(refined if grow_on == "crf" else probs, seeds, batch["labels"],
                        fg_threshold=fg_threshold, bg_threshold=bg_threshold, connectivity=connectivity)

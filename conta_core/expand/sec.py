@@ -36,6 +36,8 @@ iterations; lr x1 (biases x2) on the trunk, x10 (x20) on fc8.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from torch import nn
@@ -128,14 +130,17 @@ def downscale_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def crf_targets(probs: torch.Tensor, images: np.ndarray, scale: float = CRF_SCALE,
-                crf: dict | None = None) -> torch.Tensor:
-    """Q: the dense CRF of each image's output (spatial std / ``scale``), floored at MIN_PROB, renormalised."""
+                crf: dict | None = None, workers=None) -> torch.Tensor:
+    """Q: the dense CRF of each image's output (spatial std / ``scale``), floored at MIN_PROB, renormalised.
+
+    ``workers``: a :class:`conta_core.parallel.ProcessMap` to spread the per-image CRFs over (None: here)."""
     params = dict(SEC_CRF, **(crf or {}))
     params["bi_xy_std"] /= scale
     params["pos_xy_std"] /= scale
     small = downscale_images(images, tuple(probs.shape[-2:]))
     p = probs.detach().float().cpu().numpy()
-    q = np.stack([dense_crf(small[b], p[b], **params) for b in range(len(p))])
+    one = partial(dense_crf, **params)
+    q = np.stack(workers(one, list(small), list(p)) if workers is not None else [one(a, b) for a, b in zip(small, p)])
     q = np.maximum(q, MIN_PROB)
     q /= q.sum(axis=1, keepdims=True)
     return torch.from_numpy(q).to(probs.device, probs.dtype)
@@ -166,19 +171,21 @@ def seeds_to_grid(seeds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(seeds[:, None].float(), size=size, mode="nearest")[:, 0].to(seeds.dtype)
 
 
-def sec_loss(model: SecNet, batch: dict, *, crf: dict | None = None) -> torch.Tensor:
+def sec_loss(model: SecNet, batch: dict, *, crf: dict | None = None, fg_decay: float = FG_DECAY,
+             bg_decay: float = BG_DECAY, scale: float = CRF_SCALE, workers=None) -> torch.Tensor:
     """Seed + expand + constrain for :func:`conta_core.train.train`.
 
     ``batch``: ``image`` [B, 3, H, W] (normalised network input), ``rgb`` uint8 [B, H, W, 3]
     (the same crops, for the CRF), ``seeds`` [B, H, W] seed labels, ``labels`` [B, C-1] multi-hot.
+    ``workers``: spreads the CRFs (see :func:`crf_targets`).
     """
     logits = model(batch["image"])
     probs = sec_softmax(logits)
     num_classes, size = probs.shape[1], tuple(probs.shape[-2:])
     cues = one_hot_cues(seeds_to_grid(batch["seeds"], size), num_classes)
     rgb = batch["rgb"].cpu().numpy() if torch.is_tensor(batch["rgb"]) else np.asarray(batch["rgb"])
-    return (seeding_loss(probs, cues) + expansion_loss(probs, batch["labels"])
-            + constrain_loss(probs, crf_targets(probs, rgb, crf=crf)))
+    return (seeding_loss(probs, cues) + expansion_loss(probs, batch["labels"], fg_decay, bg_decay)
+            + constrain_loss(probs, crf_targets(probs, rgb, scale, crf=crf, workers=workers)))
 
 
 def optimizer_groups(model: SecNet) -> list[dict]:
