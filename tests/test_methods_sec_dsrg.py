@@ -18,17 +18,20 @@ def test_recipe_settings_are_the_modules():
     from conta_core.expand import dsrg, region_growing, saliency, sec, seeds  # noqa: F401
 
     s = methods.get("sec").expansion("sec").defaults
-    assert s["train"] == {k: sec.SEC_TRAINING[k] for k in s["train"]} and s["train"].keys() == sec.SEC_TRAINING.keys()
-    assert (s["fg_decay"], s["bg_decay"], s["crf_scale"]) == (sec.FG_DECAY, sec.BG_DECAY, sec.CRF_SCALE)
-    assert s["crf"] == sec.SEC_CRF
-    assert (s["fg_fraction"], s["bg_fraction"]) == (seeds.FG_FRACTION, seeds.SEC_BG_FRACTION)
+    assert {k: s["train"][k] for k in sec.SEC_TRAINING} == sec.SEC_TRAINING
+    assert (s["loss"]["fg_decay"], s["loss"]["bg_decay"], s["loss"]["crf_scale"]) == (sec.FG_DECAY, sec.BG_DECAY,
+                                                                                      sec.CRF_SCALE)
+    assert s["loss"]["crf"] == s["pseudo_mask"]["crf"] == sec.SEC_CRF
+    assert (s["seeds"]["fg_fraction"], s["seeds"]["bg_fraction"]) == (seeds.FG_FRACTION, seeds.SEC_BG_FRACTION)
     d = methods.get("dsrg")
     g = d.expansion("dsrg").defaults
-    assert {k: g["train"][k] for k in g["train"]} == {k: dsrg.DSRG_TRAINING[k] for k in g["train"]}
-    assert (g["fg_threshold"], g["bg_threshold"]) == (0.99, 0.85) == (region_growing.FG_THRESHOLD,
-                                                                       region_growing.BG_THRESHOLD)
-    assert g["saliency_threshold"] == seeds.DSRG_SALIENCY_THRESHOLD == 0.06
-    assert tuple(g["constrain_clip"]) == dsrg.CONSTRAIN_CLIP
+    assert {k: g["train"][k] for k in g["train"] if k in dsrg.DSRG_TRAINING} == \
+        {k: dsrg.DSRG_TRAINING[k] for k in g["train"] if k in dsrg.DSRG_TRAINING}
+    assert (g["loss"]["fg_threshold"], g["loss"]["bg_threshold"]) == (0.99, 0.85) == (
+        region_growing.FG_THRESHOLD, region_growing.BG_THRESHOLD)
+    assert g["seeds"]["saliency_threshold"] == seeds.DSRG_SALIENCY_THRESHOLD == 0.06
+    assert tuple(g["loss"]["constrain_clip"]) == dsrg.CONSTRAIN_CLIP
+    assert g["loss"]["crf"] == g["pseudo_mask"]["crf"] == sec.SEC_CRF
     assert d.defaults["root"]["rounds"] == 2
 
 
@@ -59,11 +62,11 @@ def test_build_classifier_takes_the_recipes_backbone():
     from conta_core.models.backbone import ResNetBackbone
     from conta_core.models.vgg import VGG16Trunk
 
-    sec_cls = dict(methods.get("sec").defaults["classifier"], width=0.0625)
+    sec_cls = dict(methods.get("sec").defaults["classifier"], width=0.0625, weights="none")
     model = build_classifier(sec_cls, 4, {"mode": "off"}, 0, None)
     assert isinstance(model.backbone, VGG16Trunk) and model.backbone.fc6.dilation == (1, 1)
     assert model.backbone.stage_channels[-1] == 64 and model.classifier.out_channels == 3
-    dsrg_cls = dict(methods.get("dsrg").defaults["classifier"], backbone=18)
+    dsrg_cls = dict(methods.get("dsrg").defaults["classifier"], backbone=18, weights="none")
     resnet = build_classifier(dsrg_cls, 4, {"mode": "off"}, 0, None)
     assert isinstance(resnet.backbone, ResNetBackbone)
     assert methods.get("sec").backbone.load().__name__ == "build_vgg16"

@@ -69,7 +69,7 @@ def test_sec_background_is_gradient_saliency_lowest_fraction(index):
     from conta_core.seeds_step import sec_background
 
     torch.manual_seed(0)
-    model = build_classifier(dict(methods.get("sec").defaults["classifier"], width=0.0625), index.num_classes,
+    model = build_classifier(dict(methods.get("sec").defaults["classifier"], width=0.0625, weights="none"), index.num_classes,
                              {"mode": "off"}, 0, None).eval()
     ids = index.ids("train")[:2]
     images = [index.read_image(i) for i in ids]

@@ -8,7 +8,8 @@ with :func:`~conta_core.expand.dsrg.dsrg_loss`) through :func:`conta_core.train.
 are the round's pseudo-masks (:func:`pseudo_masks`).
 
 Settings: the ``expand.sec`` / ``expand.dsrg`` config section (the expansion's
-``defaults`` in :mod:`conta_core.methods`); its ``train`` part holds the
+``defaults`` in :mod:`conta_core.methods`): ``seeds`` (the seeds step), ``loss``
+(the losses' keys), ``pseudo_mask`` (the CRF of the predictions) and ``train``, which holds the
 optimiser (``optimizer``, ``lr``, ``momentum``, ``weight_decay``), the length
 (``iterations``, ``batch_size``), the step policy (``lr_step``, ``lr_gamma``;
 ``lr_policy`` poly is accepted too), the data (``crop``, ``scale_range``) and the
@@ -122,18 +123,18 @@ def settings_of(train: dict, seed: int) -> TrainSettings:
 
 
 def loss_of(method: str, section: dict, workers):
-    """``loss(model, batch)`` with the section's keys."""
-    crf = section.get("crf")
+    """``loss(model, batch)`` with the section's ``loss`` keys."""
+    loss = section["loss"]
     if method == "sec":
         from .sec import sec_loss
 
-        return partial(sec_loss, crf=crf, fg_decay=section["fg_decay"], bg_decay=section["bg_decay"],
-                       scale=section["crf_scale"], workers=workers)
+        return partial(sec_loss, crf=loss["crf"], fg_decay=loss["fg_decay"], bg_decay=loss["bg_decay"],
+                       scale=loss["crf_scale"], workers=workers)
     from .dsrg import dsrg_loss
 
-    return partial(dsrg_loss, fg_threshold=section["fg_threshold"], bg_threshold=section["bg_threshold"],
-                   grow_on=section["grow_on"], connectivity=section["connectivity"], crf=crf,
-                   clip=tuple(section["constrain_clip"]), scale=section["crf_scale"], workers=workers)
+    return partial(dsrg_loss, fg_threshold=loss["fg_threshold"], bg_threshold=loss["bg_threshold"],
+                   grow_on=loss["grow_on"], connectivity=loss["connectivity"], crf=loss["crf"],
+                   clip=tuple(loss["constrain_clip"]), scale=loss["crf_scale"], workers=workers)
 
 
 def groups_of(method: str, model) -> list[dict]:

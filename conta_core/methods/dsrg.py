@@ -16,8 +16,7 @@ Expansion ``dsrg``: DeepLab-v2 ASPP on ResNet-101 (output stride 16, dropout
 growing (8-connected, thresholds 0.99 foreground / 0.85 background) and the
 constrain loss; SGD lr 5e-4 / 10 every 2,000 iterations, 10,000 iterations,
 momentum 0.9, wd 5e-4, batch 20, 321 crops. Its CRF-refined predictions on the
-training split are the pseudo-masks. See docs/methods.md for what the workflow
-still has to wire.
+training split are the pseudo-masks. Workflow: rules/dsrg.smk (docs/methods.md).
 """
 from __future__ import annotations
 
@@ -26,12 +25,16 @@ from . import Expansion, Recipe, Ref
 DSRG_TRAIN = {"optimizer": "sgd", "lr": 5e-4, "momentum": 0.9, "weight_decay": 5e-4, "iterations": 10000,
               "batch_size": 20, "crop": 321, "lr_step": 2000, "lr_gamma": 0.1, "dropout": 0.5,
               "depth": 101, "output_stride": 16}
+# DSRG's public code refines with SEC's CRF parameters (its CRF layer and its test script)
+SEC_CRF = {"iterations": 10, "bi_w": 10.0, "bi_xy_std": 80.0, "bi_rgb_std": 13.0, "pos_w": 3.0, "pos_xy_std": 3.0}
 
 RECIPE = Recipe(
     name="dsrg",
     description="DSRG: ResNet-101 CAMs and saliency seeds, seeded region growing network",
     backbone=Ref("conta_core.models.backbone:build_resnet"),
     classifier=Ref("conta_core.models.classifier:CamClassifier"),
+    build_round_classifier=Ref("conta_core.classify:build_classifier"),
+    train_round_classifier=Ref("conta_core.classify:train_classifier"),
     training_loss=Ref("conta_core.classify:classification_loss"),
     cam_inference=Ref("conta_core.cam:infer_cams"),
     cam_labels=Ref("conta_core.cam_labels:cam_to_label"),
@@ -43,9 +46,13 @@ RECIPE = Recipe(
             network=Ref("conta_core.expand.dsrg:build_dsrg_network"),
             loss=Ref("conta_core.expand.dsrg:dsrg_loss"),
             expand=Ref("conta_core.expand.sec:predict_pseudo_mask"),
-            defaults={"fg_fraction": 0.2, "fg_rule": "top_fraction", "saliency_threshold": 0.06,
-                      "fg_threshold": 0.99, "bg_threshold": 0.85, "connectivity": 8, "grow_on": "crf",
-                      "crf_scale": 12.0, "constrain_clip": [0.05, 20.0], "train": DSRG_TRAIN},
+            # config section expand.dsrg, by the step that reads each part (as expand.sec)
+            defaults={"seeds": {"fg_fraction": 0.2, "fg_rule": "top_fraction", "saliency_threshold": 0.06},
+                      "loss": {"fg_threshold": 0.99, "bg_threshold": 0.85, "connectivity": 8, "grow_on": "crf",
+                               "crf_scale": 12.0, "constrain_clip": [0.05, 20.0], "crf": SEC_CRF},
+                      "train": {**DSRG_TRAIN, "scale_range": [1.0, 1.0], "weights": "imagenet", "freeze_bn": True,
+                                "num_workers": 0},
+                      "pseudo_mask": {"crf": SEC_CRF}},
         ),
         "crf": Expansion(name="crf", expand=Ref("conta_core.expand.crf:expand_crf")),
     },
@@ -53,7 +60,7 @@ RECIPE = Recipe(
     conta_blocks=(2, 3, 4, 5),
     defaults={
         "root": {"rounds": 2},
-        "classifier": {"backbone": 101, "output_stride": 16, "weights": "none"},
+        "classifier": {"backbone": 101, "output_stride": 16, "weights": "imagenet"},
         "dataset": {"saliency_root": None},
     },
 )
