@@ -27,6 +27,8 @@ between the three conditions is what counts.
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -70,10 +72,21 @@ def _branch_features(model, images: torch.Tensor, ms: list[torch.Tensor]) -> lis
     return outs
 
 
+def _class_logits(model, images: torch.Tensor, ms: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The raw class maps for each M in ``ms`` (SEAM's: before PCM, one pass per M)."""
+    if hasattr(model, "class_logits"):
+        return [model.class_logits(images, m) for m in ms]
+    return [model.classifier(f) for f in _branch_features(model, images, ms)]
+
+
 @torch.no_grad()
-def m_usage(model, index, ids: list[str], x_m_of, seed: int, bg_threshold: float, device: torch.device,
+def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float | Callable, device: torch.device,
             batch_size: int = 32) -> dict[str, float]:
-    """The diagnostic over ``ids`` (see the module doc); ``x_m_of(id)`` gives the image's X_m [h, w]."""
+    """The diagnostic over ``ids`` (see the module doc); ``x_m_of(id)`` gives the image's X_m [h, w].
+    ``cam_labels``: the method's ``label(cams, class_ids)`` of a max-normalised CAM, or the constant
+    background score of :func:`cam_to_label`."""
+    if not callable(cam_labels):
+        cam_labels = partial(cam_to_label, bg_threshold=float(cam_labels))
     partner = derangement(ids, seed, salt=13)
     scores = {c: ConfusionMatrix(index.num_classes, index.void) for c in CONDITIONS}
     changes = {"permuted": [], "zero": []}
@@ -87,8 +100,7 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, bg_threshold: float
         if model.context is not None:
             alphas.append(model.context.attention(own_x).cpu())
         maps.append(m_own.flatten(1).cpu())
-        feats = dict(zip(CONDITIONS, _branch_features(model, images, [m_own, m_other, torch.zeros_like(m_own)])))
-        logits = {c: model.classifier(f) for c, f in feats.items()}
+        logits = dict(zip(CONDITIONS, _class_logits(model, images, [m_own, m_other, torch.zeros_like(m_own)])))
         score = {c: v.mean(dim=(2, 3)) for c, v in logits.items()}
         delta = (score["own"] - score["zero"]).abs()
         shares.append((delta / (score["zero"].abs() + delta).clamp_min(1e-12)).flatten().cpu())
@@ -105,7 +117,7 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, bg_threshold: float
             for condition in CONDITIONS:
                 full = F.interpolate(cams[condition][b:b + 1, classes], size=(height, width), mode="bilinear",
                                      align_corners=False)[0]
-                label = cam_to_label(normalise_by_max(full).cpu().numpy(), index.labels(image_id), bg_threshold)
+                label = cam_labels(normalise_by_max(full).cpu().numpy(), index.labels(image_id))
                 scores[condition].update(truth, label)
     out = {"images": len(ids)}
     for condition in CONDITIONS:

@@ -1,7 +1,9 @@
 """Scores of a round (CAM, pseudo-mask, segmentation) and the run's Table-1 summary."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,10 +27,15 @@ def score_masks(index, ids: list[str], predict) -> ConfusionMatrix:
 
 
 def score_round(index, train_ids: list[str], eval_ids: list[str], cams, pseudo_masks, seg_preds,
-                bg_threshold: float) -> dict[str, ConfusionMatrix]:
+                cam_labels: float | Callable) -> dict[str, ConfusionMatrix]:
+    """``cam_labels``: ``label(cams, class_ids)`` scoring a CAM as a mask (the method's,
+    ``Recipe.cam_labeller``), or a constant background score for :func:`cam_to_label`."""
+    if not callable(cam_labels):
+        cam_labels = partial(cam_to_label, bg_threshold=float(cam_labels))
+
     def cam_label(image_id: str) -> np.ndarray:
         classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-        return cam_to_label(cams.get(image_id).astype(np.float32), classes, bg_threshold)
+        return cam_labels(cams.get(image_id).astype(np.float32), classes)
 
     return {
         "cam": score_masks(index, train_ids, cam_label),

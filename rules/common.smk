@@ -41,9 +41,9 @@ TRAIN_GPUS = int(_RESOURCES.get("train_gpus", 1))
 CHECKPOINT_EVERY = int(_RESOURCES.get("checkpoint_every", 100))
 CHECKPOINTS = f"{RESULTS}/checkpoints"
 
+# `method`, checked together with expand.method by Steps (rules/conta_steps.py).
+METHOD = STEPS.recipe.name
 EXPAND_METHOD = config["expand"]["method"]
-IRNET = EXPAND_METHOD == "irnet"
-EXPAND_GPUS = 1 if IRNET else 0  # irnet runs the relation network; crf is CPU only
 
 DATASET = config["dataset"]
 DATASET_KIND = DATASET["kind"]
@@ -174,8 +174,7 @@ def round_targets():
         targets += shard_files(t, "cam") + shard_files(t, "pseudo_mask")
         if STEPS.predicts_train(t):
             targets += shard_files(t, f"seg_pred/{TRAIN_SPLIT}")
-        if IRNET:
-            targets += shard_files(t, "ir_label") + [f"{round_dir(t)}/relation_net.pt"]
+        targets += expansion_rules().products(t)
     return targets
 
 
@@ -214,20 +213,62 @@ def coco_annotation_mb(wildcards):
     return int(1000 + 8 * size_mb)
 
 
-# -- expansion and IRNet ----------------------------------------------------------------------
+# -- expansions -------------------------------------------------------------------------------
+# Each expand.method with steps of its own has a rules file, rules/<name>.smk, that defines
+# those steps' rules and registers here what the shared rules need from it: what the round's
+# expand job reads besides its CAM shard, the arguments that pass it, whether expand needs a
+# GPU, and the round's products (targets of `all`, so a deleted one is rebuilt). The step
+# names, their settings and digests are in rules/conta_steps.py EXPANSIONS.
+class ExpansionRules:
+    def __init__(self, name, inputs=None, args="", gpus=0, products=None):
+        self.name = name
+        self._inputs = inputs or (lambda t: {})  # round -> {input name: path}
+        self.args = args  # format string over the input names, e.g. "--relation-net {relation_net}"
+        self.gpus = gpus
+        self._products = products or (lambda t: [])  # round -> paths
+
+    def inputs(self, round_index):
+        return self._inputs(int(round_index))
+
+    def products(self, round_index):
+        return self._products(int(round_index))
+
+
+EXPANSION_RULES = {"crf": ExpansionRules("crf")}  # crf: the CAM shard alone, CPU only
+
+
+def register_expansion(name, **kwargs):
+    EXPANSION_RULES[name] = ExpansionRules(name, **kwargs)
+
+
+def expansion_rules():
+    """The rules' view of the config's expand.method (its rules file must be included)."""
+    if EXPAND_METHOD not in EXPANSION_RULES:
+        raise ValueError(
+            f"config key expand.method: {EXPAND_METHOD!r} has no rules registered "
+            f"(rules/{EXPAND_METHOD}.smk, included by the Snakefile, calls register_expansion)"
+        )
+    return EXPANSION_RULES[EXPAND_METHOD]
+
+
 def expand_inputs(wildcards):
-    """crf reads the CAM shard only; irnet also the round's relation network."""
+    """The CAM shard, and what the expansion's own steps made for the round."""
     inputs = {"cam": f"{round_dir(wildcards.round)}/cam/shard{wildcards.shard}.h5"}
-    if IRNET:
-        inputs["relation_net"] = f"{round_dir(wildcards.round)}/relation_net.pt"
+    inputs.update(expansion_rules().inputs(wildcards.round))
     return inputs
 
 
-def relation_net_arg(wildcards, input):
-    """irnet: the network, and the device and GPU claim like the other GPU rules; crf: nothing."""
-    if "relation_net" not in input.keys():
-        return ""
-    return f"--relation-net {input.relation_net} {DEVICE_ARGS} --gpus {EXPAND_GPUS}"
+def expansion_args(wildcards, input):
+    """The expansion's inputs as arguments, and the device and GPU claim where it runs a network."""
+    rules = expansion_rules()
+    args = rules.args.format(**{name: input[name] for name in input.keys()})
+    if rules.gpus:
+        args += f" {DEVICE_ARGS} --gpus {rules.gpus}"
+    return args.strip()
+
+
+def expansion_gpus(wildcards):
+    return expansion_rules().gpus
 
 
 def relation_inputs(wildcards):

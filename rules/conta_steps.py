@@ -10,7 +10,12 @@ reads, so a foreign or stale file is refused instead of used.
     round 0                 the baseline: no conta key reaches it
     round t >= 1            conta.* reaches the classifier and its CAMs when the
                             mode is not off, and the confounder of round t - 1
-    evaluation only         cam.bg_threshold (scoring CAMs as masks)
+    evaluation only         the cam keys the method scores CAMs as masks with
+                            (cam.bg_threshold; SEAM: cam.bg_power)
+
+`method` (conta_core.methods) reaches the steps that build or score the classifier;
+`expand.method`'s steps are listed in EXPANSIONS below (a new expansion adds its entry
+and its rules file, rules/<name>.smk).
 
 No Snakemake import: tests build the same settings from a config dict.
 """
@@ -20,19 +25,26 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+try:  # the recipes are plain Python (no torch); the repository's copy where the package is not installed
+    from conta_core import methods as _methods
+except ImportError:  # pragma: no cover - Snakemake planning outside the package's environment
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conta_core import methods as _methods
 
 # Keys that change only how fast a step runs, never what it writes (section path -> keys).
 RUNTIME_KEYS = {
     ("classifier",): ("num_workers",),
     ("segment",): ("num_workers", "predict_batch_size"),
     ("cam",): ("batch_size",),
-    ("expand", "irnet", "train"): ("num_workers",),
-    ("expand", "irnet", "walk"): ("batch_size",),
-}
+}  # an expansion's speed-only keys: ExpansionStep.runtime
 # Read by the scoring steps only (evaluate, diagnose, the report's overlays), never by a step
-# that makes an artifact another step reads.
-EVAL_ONLY_KEYS = {("cam",): ("bg_threshold",)}
+# that makes an artifact another step reads; each method reads those its recipe names.
+EVAL_ONLY_KEYS = {("cam",): ("bg_threshold", "bg_power")}
 # Dataset keys only one dataset kind reads (the others ignore them).
 KIND_ONLY_KEYS = {"sbd_root": "voc12", "aug_masks": "voc12", "label_source": "voc12",
                   "mask_shards": "coco14", "verify_images": "coco14"}
@@ -42,6 +54,78 @@ SEGMENTER_ARCHITECTURE = ("backbone", "output_stride", "weights", "freeze_bn", "
                           "aspp_rates", "msc_scales")
 # segment.crf is post-processing of predictions: it never reaches training.
 PREDICT_ONLY = ("crf", "predict_train_all")
+
+
+@dataclass(frozen=True)
+class ExpansionStep:
+    """A per-round step of an expansion (its `expand` step included), as its settings see it.
+
+    parts: the keys of `expand.<name>` whose values make its output (None: the whole section);
+    runtime: {part: keys of that part that change only the speed}; reads: {name under the
+    settings' "inputs": producer step of the same round}; reads_classifier(section): whether it
+    also reads the round's classifier.pt; sharded: one job per shard (settings hold `shards`);
+    seed: the run's seed reaches it (it trains).
+    """
+    parts: tuple[str, ...] | None = None
+    runtime: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reads: Mapping[str, str] = field(default_factory=dict)
+    reads_classifier: Callable[[dict], bool] | None = None
+    sharded: bool = False
+    seed: bool = False
+
+
+@dataclass(frozen=True)
+class ExpansionSpec:
+    """An `expand.method` as the workflow runs it: its steps by rule name, in order, `expand`
+    last (the recipe's `Expansion.steps` + expand), and the artifacts its rules pass by input
+    name: {input name: (kind, producer step)}."""
+    steps: Mapping[str, ExpansionStep]
+    artifacts: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+EXPANSIONS: dict[str, ExpansionSpec] = {
+    "crf": ExpansionSpec({"expand": ExpansionStep(reads={"cam": "cam"}, sharded=True)}),
+    "irnet": ExpansionSpec(
+        {"ir_label": ExpansionStep(parts=("ir_label",), reads={"cam": "cam"}, sharded=True),
+         "train_relation": ExpansionStep(parts=("train",), runtime={"train": ("num_workers",)},
+                                         reads={"ir_label": "ir_label"}, seed=True,
+                                         reads_classifier=lambda section: section["train"]["weights"] == "classifier"),
+         "expand": ExpansionStep(parts=("walk",), runtime={"walk": ("batch_size",)},
+                                 reads={"cam": "cam", "relation_net": "train_relation"}, sharded=True)},
+        artifacts={"ir_labels": ("ir_label", "ir_label"), "relation_net": ("relation_net", "train_relation")}),
+}
+
+
+def method_recipe(config: dict):
+    """The recipe of the config's `method`, checked to be wired into the workflow together with
+    its `expand.method` (ValueError naming the key otherwise)."""
+    name = config.get("method", "irnet")
+    try:
+        recipe = _methods.get(name)
+    except ValueError as error:
+        raise ValueError(f"config key method: {error}") from None
+    if recipe.train_round_classifier is None or recipe.build_round_classifier is None:
+        raise ValueError(f"config key method: {name!r} is not wired into the workflow yet (its recipe, "
+                         f"conta_core/methods/{name}.py, names no build/train_round_classifier); wired: "
+                         f"{wired_methods()}")
+    expansion = config["expand"]["method"]
+    if expansion not in recipe.expansions:
+        raise ValueError(f"config key expand.method: {expansion!r} is not available for method {name!r}; "
+                         f"choose one of {sorted(recipe.expansions)} (default {recipe.default_expansion})")
+    if expansion not in EXPANSIONS:
+        raise ValueError(f"config key expand.method: {expansion!r} is not wired into the workflow yet "
+                         f"(rules/conta_steps.py EXPANSIONS and rules/{expansion}.smk); wired: {sorted(EXPANSIONS)}")
+    steps = tuple(EXPANSIONS[expansion].steps)
+    if steps != (*recipe.expansion(expansion).steps, "expand"):
+        raise ValueError(f"expand.method {expansion}: the workflow runs the steps {steps}, the recipe of "
+                         f"method {name} lists {recipe.expansion(expansion).steps} before expand")
+    return recipe
+
+
+def wired_methods() -> list[str]:
+    return [name for name in _methods.available()
+            if _methods.get(name).train_round_classifier is not None
+            and _methods.get(name).build_round_classifier is not None]
 
 
 def digest(obj: Any) -> str:
@@ -77,7 +161,9 @@ class Steps:
         self.train_split = self.dataset["train_split"]
         self.eval_split = self.dataset["eval_split"]
         self.mode = config["conta"]["mode"]
+        self.recipe = method_recipe(config)
         self.method = config["expand"]["method"]
+        self.expansion = EXPANSIONS[self.method]
         self._digests: dict = {}
 
     # -- which round reads what -------------------------------------------------------
@@ -123,14 +209,14 @@ class Steps:
             up["dataset"] = digest(data)
         if step in ("train_classifier", "cam", "diagnose") and self.uses_context(t):
             up["confounder"] = self.digest("confounder", t - 1)
-        if step in ("cam", "diagnose") or (step == "train_relation" and self._relation_reads_classifier()):
+        spec = self.expansion.steps.get(step)
+        if step in ("cam", "diagnose") or (spec is not None and spec.reads_classifier is not None
+                                           and spec.reads_classifier(self._expand_section())):
             up["classifier"] = self.digest("train_classifier", t)
-        if step in ("ir_label", "expand", "evaluate", "diagnose"):
+        if step in ("evaluate", "diagnose"):
             up["cam"] = self.digest("cam", t)
-        if step == "train_relation":
-            up["ir_label"] = self.digest("ir_label", t)
-        if step == "expand" and self.method == "irnet":
-            up["relation_net"] = self.digest("train_relation", t)
+        for name, producer in (spec.reads.items() if spec is not None else ()):
+            up[name] = self.digest(producer, t)
         if step in ("train_segmenter", "evaluate", "diagnose") or (
                 step == "confounder" and self.config["confounder"]["source"] == "pseudo_mask"):
             up["pseudo_mask"] = self.digest("expand", t)
@@ -142,8 +228,25 @@ class Steps:
             up["seg_pred"] = self.digest("predict", t, self.train_split)
         return up
 
-    def _relation_reads_classifier(self) -> bool:
-        return self.config["expand"]["irnet"]["train"]["weights"] == "classifier"
+    def _expand_section(self) -> dict:
+        return self.config["expand"].get(self.method) or {}
+
+    def _expansion_own(self, step: str) -> dict:
+        """`expand.method` and the parts of its section that the step reads (speed keys left out)."""
+        spec, section = self.expansion.steps[step], self._expand_section()
+        if spec.parts is None:
+            part = copy.deepcopy(section)
+        else:
+            part = {name: _without(section[name], *spec.runtime.get(name, ())) for name in spec.parts}
+        own = self._base(seed=spec.seed)
+        if spec.sharded:
+            own["shards"] = self.shards
+        own["expand"] = {"method": self.method, self.method: part}
+        return own
+
+    def _cam_label_keys(self) -> dict:
+        """The cam keys the method scores CAMs as masks with (evaluate, diagnose, overlays)."""
+        return {key: copy.deepcopy(self.config["cam"].get(key)) for key in self.recipe.cam_label_keys.values()}
 
     def _own(self, step: str, round_index: int | None, split: str | None) -> dict:
         c, t = self.config, round_index
@@ -154,26 +257,16 @@ class Steps:
             ignored = {"synthetic"} | ({"root"} if kind == "synthetic" else set())  # the rule passes --root
             return {k: copy.deepcopy(v) for k, v in self.dataset.items()
                     if k not in ignored and KIND_ONLY_KEYS.get(k, kind) == kind}
+        method = self.recipe.name
         if step == "train_classifier":
-            return {**self._base(), "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)]),
-                    "conta": self._conta(t)}
+            return {**self._base(), "method": method,
+                    "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)]), "conta": self._conta(t)}
         if step == "cam":
             cam = _without(c["cam"], *RUNTIME_KEYS[("cam",)], *EVAL_ONLY_KEYS[("cam",)])
-            return {**self._base(), "shards": self.shards, "cam": cam, "conta": self._conta(t),
+            return {**self._base(), "method": method, "shards": self.shards, "cam": cam, "conta": self._conta(t),
                     "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)])}
-        if step == "expand":
-            if self.method == "irnet":
-                walk = _without(c["expand"]["irnet"]["walk"], *RUNTIME_KEYS[("expand", "irnet", "walk")])
-                part = {"method": "irnet", "irnet": {"walk": walk}}
-            else:
-                part = {"method": self.method, self.method: copy.deepcopy(c["expand"][self.method])}
-            return {**self._base(seed=False), "shards": self.shards, "expand": part}
-        if step == "ir_label":
-            part = {"method": "irnet", "irnet": {"ir_label": copy.deepcopy(c["expand"]["irnet"]["ir_label"])}}
-            return {**self._base(seed=False), "shards": self.shards, "expand": part}
-        if step == "train_relation":
-            train = _without(c["expand"]["irnet"]["train"], *RUNTIME_KEYS[("expand", "irnet", "train")])
-            return {**self._base(), "expand": {"method": "irnet", "irnet": {"train": train}}}
+        if step in self.expansion.steps:
+            return self._expansion_own(step)
         if step == "train_segmenter":
             return {**self._base(), "segment": _without(c["segment"], *RUNTIME_KEYS[("segment",)], *PREDICT_ONLY)}
         if step == "predict":
@@ -183,24 +276,29 @@ class Steps:
             conta = {"mode": self.mode, "map_size": copy.deepcopy(c["conta"]["map_size"])}
             return {**self._base(), "conta": conta, "confounder": copy.deepcopy(c["confounder"])}
         if step == "evaluate":
-            return {**self._base(seed=False), "eval_split": self.eval_split,
-                    "cam": _pick(c["cam"], EVAL_ONLY_KEYS[("cam",)])}
+            return {**self._base(seed=False), "method": method, "eval_split": self.eval_split,
+                    "cam": self._cam_label_keys()}
         if step == "diagnose":
             # The round's classifier rebuilt, its M-usage scored with the CAM seeds' threshold.
-            return {**self._base(), "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)]),
-                    "conta": self._conta(t), "cam": _pick(c["cam"], EVAL_ONLY_KEYS[("cam",)])}
+            return {**self._base(), "method": method,
+                    "classifier": _without(c["classifier"], *RUNTIME_KEYS[("classifier",)]),
+                    "conta": self._conta(t), "cam": self._cam_label_keys()}
+        if step == "overlays":  # the report's mask sheets: the CAM drawn as the evaluation scores it
+            return {"method": method, "cam": self._cam_label_keys()}
         raise KeyError(f"no settings for step {step!r}")
 
     def runtime(self, step: str) -> dict:
         """The keys of `step` that change only its speed (merged over its settings by the step)."""
         sections = {"train_classifier": [("classifier",)], "cam": [("cam",)],
-                    "train_segmenter": [("segment",)], "predict": [("segment",)],
-                    "train_relation": [("expand", "irnet", "train")], "expand": [("expand", "irnet", "walk")]}
+                    "train_segmenter": [("segment",)], "predict": [("segment",)]}
+        keys = dict(RUNTIME_KEYS)
+        spec = self.expansion.steps.get(step)
+        for part, part_keys in (spec.runtime.items() if spec is not None else ()):
+            keys[("expand", self.method, part)] = part_keys
+            sections.setdefault(step, []).append(("expand", self.method, part))
         out: dict = {}
         for path in sections.get(step, []):
-            if step == "expand" and self.method != "irnet":
-                continue
-            values = _pick(_section(self.config, path), RUNTIME_KEYS[path])
+            values = _pick(_section(self.config, path), keys[path])
             if step == "train_segmenter":
                 values.pop("predict_batch_size", None)
             if values:
@@ -228,13 +326,13 @@ class Steps:
             "confounder": ("confounder", "confounder", t - 1, None),
             "cam": ("cam", "cam", t, None),
             "cams": ("cam", "cam", t, None),
-            "ir_labels": ("ir_label", "ir_label", t, None),
-            "relation_net": ("relation_net", "train_relation", t, None),
             "pseudo_masks": ("pseudo_mask", "expand", t, None),
             "segmenter": ("segmenter", "train_segmenter", t, None),
             "seg_preds": ("seg_pred", "predict", t, self.eval_split),
             "train_preds": ("seg_pred", "predict", t, self.train_split),
         }
+        producers.update({name: (kind, producer, t, None)
+                          for name, (kind, producer) in self.expansion.artifacts.items()})
         if step == "confounder":
             if self.config["confounder"]["source"] == "seg_mask":
                 producers["masks"] = ("seg_pred", "predict", t, self.train_split)

@@ -1,7 +1,16 @@
 # IRNet's boundary branch for expand.method irnet (rules/expand.smk runs the random walk):
 #   CAM shards -> ir_label shards (CRF-refined confident fg/bg, 255 unsure)
 #              -> relation_net.pt of the round (boundary layers on a frozen ResNet).
-# With expand.method crf nothing here is requested, so nothing here runs.
+# With another expand.method nothing here is requested, so nothing here runs.
+
+
+register_expansion(
+    "irnet",
+    inputs=lambda t: {"relation_net": f"{round_dir(t)}/relation_net.pt"},
+    args="--relation-net {relation_net}",
+    gpus=1,
+    products=lambda t: shard_files(t, "ir_label") + [f"{round_dir(t)}/relation_net.pt"],
+)
 
 
 rule ir_label:

@@ -18,7 +18,7 @@ OVERLAY_SETTINGS = json.dumps(
         "train_split": TRAIN_SPLIT,
         "eval_split": EVAL_SPLIT,
         "report": _REPORT,
-        "cam": {"bg_threshold": config["cam"]["bg_threshold"]},
+        **STEPS.settings("overlays"),  # the method and the cam keys it scores CAMs with
     },
     sort_keys=True,
 )

@@ -198,7 +198,8 @@ READERS = [
     ("device threads resources.* classifier.num_workers segment.num_workers segment.predict_batch_size "
      "cam.batch_size logging.*", "any", NOTHING),
     ("expand.irnet.train.num_workers expand.irnet.walk.batch_size", "any", NOTHING),
-    # evaluation only
+    # evaluation only (cam.bg_power: method seam's, read by nothing under irnet)
+    ("cam.bg_power", "any", NOTHING),
     ("cam.bg_threshold", "any", lambda run: run.select("evaluate") | run.select("diagnose")
      | run.select("overlays")),  # overlays: the CAM seeds drawn
     # the report's overlays only (rules of the report, where present)
@@ -210,6 +211,9 @@ READERS = [
     ("dataset.*", "any", lambda run: run.select("dataset_index")),
     ("seed", "any", lambda run: run.select("train_classifier") | run.select("train_segmenter")
      | run.select("confounder") | run.select("train_relation")),
+    # the method: its classifier, so everything after it (the CAM step, scoring and overlays read
+    # it too, all downstream of the classifier)
+    ("method", "any", lambda run: run.select("train_classifier")),
     ("classifier.*", "any", lambda run: run.select("train_classifier")),
     ("cam.*", "any", lambda run: run.select("cam")),
     # CONTA: rounds >= 1, and the confounder built for them

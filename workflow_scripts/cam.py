@@ -1,4 +1,5 @@
-"""Multi-scale CAMs of one shard of the training split."""
+"""Multi-scale CAMs of one shard of the training split, as the method infers them (its recipe's
+``build_round_classifier`` and ``cam_inference``)."""
 import sys
 from pathlib import Path
 
@@ -7,9 +8,10 @@ from tqdm import tqdm
 
 from _common import parser, provenance, setup, shard_ids, step_delay
 
-from conta_core.cam import infer_cams, prepare_for_inference
+from conta_core import methods
+from conta_core.cam import prepare_for_inference
 from conta_core.cam_labels import same_size_batches
-from conta_core.classify import ConfounderInputs, build_classifier, load_model, uses_context
+from conta_core.classify import ConfounderInputs, load_model, uses_context
 from conta_core.data.index import DatasetIndex
 from conta_core.store import MapWriter
 
@@ -26,6 +28,8 @@ if __name__ == "__main__":
     device = setup(args)
     index = DatasetIndex.load(args.index_dir)
     confounder = ConfounderInputs(args.confounder, index.classes) if uses_context(s["conta"], args.round) else None
+    recipe = methods.get(s["method"])
+    build_classifier, infer_cams = recipe.build_round_classifier.load(), recipe.cam_inference.load()
     model = build_classifier(s["classifier"], index.num_classes, s["conta"], args.round, confounder,
                              load_weights=False)
     load_model(args.classifier, model)

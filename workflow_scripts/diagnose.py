@@ -23,17 +23,19 @@ M_USAGE_COLUMNS = ["round", "mode", "threads", "images", "cam_miou_own", "cam_mi
 
 
 def m_usage_row(args, s, index) -> dict:
-    from conta_core.classify import ConfounderInputs, build_classifier, load_model
+    from conta_core import methods
+    from conta_core.classify import ConfounderInputs, load_model
     from conta_core.diagnostics import m_usage, subset
 
     device = setup(args)
     confounder = ConfounderInputs(args.confounder, index.classes)
-    model = build_classifier(s["classifier"], index.num_classes, s["conta"], args.round, confounder,
+    recipe = methods.get(s["method"])
+    model = recipe.build_round_classifier.load()(s["classifier"], index.num_classes, s["conta"], args.round, confounder,
                              load_weights=False)
     meta = load_model(args.classifier, model)
     model.to(device).eval()
     usage = m_usage(model, index, subset(index.ids(s["train_split"])), confounder.x_m, s["seed"],
-                    s["cam"]["bg_threshold"], device)
+                    recipe.cam_labeller(s["cam"]), device)
     return {**usage, **meta.get("context_motion", {}), "threads": meta.get("threads")}
 
 

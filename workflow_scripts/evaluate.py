@@ -3,6 +3,7 @@ from pathlib import Path
 
 from _common import parser, setup
 
+from conta_core import methods
 from conta_core.data.index import DatasetIndex
 from conta_core.evaluate import round_tables, score_round
 from conta_core.store import ShardedReader
@@ -25,7 +26,7 @@ if __name__ == "__main__":
             ShardedReader(args.pseudo_masks, kind="pseudo_mask", expect=expect) as pseudo, \
             ShardedReader(args.seg_preds, kind="seg_pred", expect=expect) as seg:
         scores = score_round(index, index.ids(s["train_split"]), index.ids(s["eval_split"]), cams, pseudo, seg,
-                             s["cam"]["bg_threshold"])
+                             methods.get(s["method"]).cam_labeller(s["cam"]))
     summary, per_class = round_tables(scores, index.classes, args.round)
     summary.to_csv(args.out_summary, index=False, float_format="%.4f")
     per_class.to_csv(args.out_per_class, index=False, float_format="%.4f")

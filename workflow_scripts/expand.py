@@ -1,4 +1,9 @@
-"""Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method: crf | irnet)."""
+"""Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method: crf | irnet).
+
+Each expand.method is an expander here, ``make(s, args, device, workers) -> (expand, batch_size)``
+with ``expand(images, cams, classes) -> masks``, listed in EXPANDERS; a new method adds its
+function and, for a network of its own, its argument (the rules pass it: rules/<method>.smk).
+"""
 import sys
 from functools import partial
 from pathlib import Path
@@ -15,7 +20,7 @@ from conta_core.store import MapReader, MapWriter
 CRF_BATCH = 32  # images handed to the CRF workers at once (and written together)
 
 
-def crf_expander(s, workers: ProcessMap):
+def crf_expander(s, args, device, workers: ProcessMap):
     """expand(images, cams, classes) -> masks, one dense CRF per image, spread over the workers."""
     from conta_core.expand.crf import expand_crf
 
@@ -28,7 +33,7 @@ def crf_expander(s, workers: ProcessMap):
     return expand, CRF_BATCH
 
 
-def irnet_expander(s, relation_net: Path, device, round_index: int):
+def irnet_expander(s, args, device, workers: ProcessMap):
     """Boundary maps of the round's relation network (same-sized images in one pass), then each
     image's random walk of its CAMs over them."""
     import torch
@@ -37,6 +42,9 @@ def irnet_expander(s, relation_net: Path, device, round_index: int):
     from conta_core.data.datasets import to_tensor
     from conta_core.expand.irnet import RelationNet, expand_irnet, predict_boundaries
 
+    relation_net, round_index = args.relation_net, args.round
+    if relation_net is None:
+        raise SystemExit("expand.method irnet needs --relation-net (the round's relation_net.pt)")
     # The checkpoint's own settings say which network to build; built with random
     # weights (never a download), then the trained checkpoint is loaded over them.
     state = load_model_file(relation_net)  # verified: a damaged file is deleted for a rebuild
@@ -59,6 +67,11 @@ def irnet_expander(s, relation_net: Path, device, round_index: int):
     return expand, walk["batch_size"]
 
 
+EXPANDERS = {"crf": crf_expander, "irnet": irnet_expander}
+USES_TORCH = {"crf": False}  # the CRF is numpy and pydensecrf only
+PARALLEL = {"crf"}  # spread their images over one worker process per thread
+
+
 if __name__ == "__main__":
     p = parser(__doc__)
     p.add_argument("--index-dir", type=Path, required=True)
@@ -70,25 +83,20 @@ if __name__ == "__main__":
     args = p.parse_args()
     s = args.settings
     method = s["expand"]["method"]
-    device = setup(args, uses_torch=method != "crf")  # the CRF is numpy and pydensecrf only
+    if method not in EXPANDERS:
+        raise SystemExit(f"expand.method {method!r} is not available in this step (expanders: {sorted(EXPANDERS)})")
+    device = setup(args, uses_torch=USES_TORCH.get(method, True))
     index = DatasetIndex.load(args.index_dir)
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("expand", args.round, s, index.classes, method=method, shard=args.shard, shards=s["shards"])
     with MapReader(args.cam, kind="cam", expect={"class_names": index.classes, "round": args.round,
                                                   "shard": args.shard, "shards": s["shards"]}) as cams, \
             MapWriter(args.out, kind="pseudo_mask", attrs=attrs) as writer, \
-            ProcessMap(args.threads if method == "crf" else 1) as workers:
+            ProcessMap(args.threads if method in PARALLEL else 1) as workers:
         if set(cams.ids()) != set(ids):
             raise SystemExit(f"{args.cam} holds {len(cams)} images, shard {args.shard}/{s['shards']} of "
                              f"{s['train_split']} has {len(ids)}: the CAM file is stale")
-        if method == "crf":
-            expand, batch_size = crf_expander(s, workers)
-        elif method == "irnet":
-            if args.relation_net is None:
-                raise SystemExit("expand.method irnet needs --relation-net (the round's relation_net.pt)")
-            expand, batch_size = irnet_expander(s, args.relation_net, device, args.round)
-        else:
-            raise SystemExit(f"expand.method {method!r} is not available in this step")
+        expand, batch_size = EXPANDERS[method](s, args, device, workers)
         todo = writer.pending(ids)  # a resumed shard keeps the pseudo-masks its killed run wrote
         progress = tqdm(total=len(todo), desc=f"expand ({method}) shard {args.shard}", file=sys.stderr,
                         mininterval=5.0)

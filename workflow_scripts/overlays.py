@@ -1,7 +1,8 @@
 """One round's mask overlays for the report: a fixed sample of training and evaluation images.
 
 Training images: image, ground truth, the CAM of each labelled class, the CAM seeds
-(arg-max over [cam.bg_threshold, CAMs], the labels the CAM mIoU scores), the
+(the CAM as a mask as the method scores it, e.g. arg-max over [cam.bg_threshold, CAMs]: the
+labels the CAM mIoU scores), the
 pseudo-mask and the segmenter's prediction. Evaluation images: image, ground truth
 and prediction (CAMs and pseudo-masks exist only for the training split). The sample
 is ``report.overlay_ids`` when given, else ``report.overlay_count`` images per split
@@ -14,7 +15,7 @@ import numpy as np
 
 from _common import parser, setup
 
-from conta_core.cam_labels import cam_to_label
+from conta_core import methods
 from conta_core.data.index import DatasetIndex
 from conta_core.data.palette import voc_colormap
 from conta_core.overlay import classes_in, image_row, render_sheet, sample_ids
@@ -58,6 +59,7 @@ if __name__ == "__main__":
     args = p.parse_args()
     s = args.settings
     setup(args, uses_torch=False)
+    cam_labels = methods.get(s["method"]).cam_labeller(s["cam"])
     index = DatasetIndex.load(args.index_dir)
     palette = index.palette or voc_colormap(256)
     train_ids, eval_ids = chosen_ids(index, s)
@@ -72,7 +74,7 @@ if __name__ == "__main__":
             image, gt = index.read_image(image_id), _gt(index, image_id)
             cam_classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
             cam = cams.get(image_id).astype(np.float32)
-            seeds = cam_to_label(cam, cam_classes, s["cam"]["bg_threshold"])
+            seeds = cam_labels(cam, cam_classes)
             row_masks = [gt, seeds, pseudo.get(image_id), train_preds.get(image_id) if train_preds else None]
             rows.append(image_row(f"{s['train_split']} {image_id} ({_names(index, cam_classes)})", image,
                                   index.classes, palette, index.void, gt=gt, cams=cam, cam_classes=cam_classes,
@@ -87,8 +89,8 @@ if __name__ == "__main__":
             masks += [gt, prediction]
     if not rows:
         raise SystemExit("no images to draw: report.overlay_count is 0 and report.overlay_ids is empty")
-    title = (f"round {args.round}{' (baseline)' if args.round == 0 else ''}: seeds at cam.bg_threshold "
-             f"{s['cam']['bg_threshold']}")
+    thresholds = ", ".join(f"cam.{key} {value}" for key, value in s["cam"].items())
+    title = f"round {args.round}{' (baseline)' if args.round == 0 else ''}: seeds at {thresholds}"
     sheet = render_sheet(rows, title=title, legend_classes=classes_in(masks, index.void),
                          class_names=index.classes, palette=palette, tile=int(s["report"]["overlay_tile"]))
     tmp = args.out.with_name(f"{args.out.name}.tmp.png")

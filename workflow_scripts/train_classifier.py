@@ -1,4 +1,5 @@
-"""Train a round's image-level classifier (Eq. 2), on [X, M_t] in CONTA rounds.
+"""Train a round's image-level classifier (Eq. 2), on [X, M_t] in CONTA rounds; the method's own
+(``method``: its recipe's ``train_round_classifier``, e.g. SEAM's siamese training).
 
 Resumable: with ``--checkpoint-dir`` the training state is saved every
 ``--checkpoint-every`` iterations and a restarted job continues from the
@@ -12,7 +13,8 @@ import torch
 
 from _common import add_checkpoint_args, checkpointing, parser, setup
 
-from conta_core.classify import ConfounderInputs, save_model, train_classifier, uses_context
+from conta_core import methods
+from conta_core.classify import ConfounderInputs, save_model, uses_context
 from conta_core.data.index import DatasetIndex
 from conta_core.scalars import ScalarLog
 
@@ -35,6 +37,7 @@ if __name__ == "__main__":
         confounder = ConfounderInputs(args.confounder, index.classes)
         inputs.append(args.confounder)
     checkpoint = checkpointing(args, inputs)
+    train_classifier = methods.get(s["method"]).train_round_classifier.load()
     model, history, motion = train_classifier(index, index.ids(s["train_split"]), s["classifier"], s["conta"],
                                       args.round, s["seed"], device, confounder,
                                       world_size=max(1, args.gpus or 1), checkpoint=checkpoint,

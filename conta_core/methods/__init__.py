@@ -22,7 +22,8 @@ The hooks (what the step that uses a hook calls it with is in its docstring):
   backbone 1x / new layers ``new_layer_lr_mult`` split of ``model.param_groups()``).
 * ``cam_inference``: multi-scale flipped CAMs, normalised as the method does
   (``conta_core.cam.infer_cams``'s signature); ``cam_labels``: the CAM scored
-  as a mask.
+  as a mask, ``cam_labels(cams, class_ids, **thresholds)`` with the thresholds
+  named by ``cam_label_keys`` (argument -> ``cam`` config key; :meth:`Recipe.cam_labeller`).
 * ``expansions``: the ``expand.method`` values the method supports, each an
   :class:`Expansion` (its per-round steps and their functions), and
   ``default_expansion``.
@@ -90,6 +91,8 @@ class Recipe:
     build_round_classifier: Ref | None = None
     train_round_classifier: Ref | None = None
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # cam_labels' threshold argument -> the ``cam`` config key that holds it
+    cam_label_keys: Mapping[str, str] = field(default_factory=lambda: {"bg_threshold": "bg_threshold"})
 
     def __post_init__(self):
         if self.default_expansion not in self.expansions:
@@ -106,6 +109,16 @@ class Recipe:
             raise ValueError(f"expand.method {name!r} is not available for method {self.name!r}; "
                              f"choose one of {sorted(self.expansions)}")
         return self.expansions[name]
+
+    def cam_labeller(self, cam: Mapping[str, Any]) -> Callable:
+        """``label(cams, class_ids) -> mask``: the CAM scored as a mask, with the thresholds of the
+        ``cam`` config section that this method's ``cam_labels`` reads (``cam_label_keys``)."""
+        missing = [key for key in self.cam_label_keys.values() if cam.get(key) is None]
+        if missing:
+            raise ValueError(f"method {self.name} scores CAMs as masks with cam.{', cam.'.join(missing)}: set it")
+        function = self.cam_labels.load()
+        kwargs = {arg: cam[key] for arg, key in self.cam_label_keys.items()}
+        return lambda cams, class_ids: function(cams, class_ids, **kwargs)
 
     def refs(self) -> dict[str, Ref]:
         """Every reference of the recipe by a dotted name (for checks and docs)."""

@@ -24,7 +24,8 @@ RECIPE = Recipe(
     training_loss=Ref("conta_core.seam:seam_loss"),
     optimizer_groups=Ref("conta_core.seam:optimizer_groups"),
     cam_inference=Ref("conta_core.seam:infer_seam_cams"),
-    cam_labels=Ref("conta_core.expand.affinitynet:cam_labels"),
+    cam_labels=Ref("conta_core.cam_labels:cam_to_label_power"),  # = expand.affinitynet.cam_labels, no torch
+    cam_label_keys={"alpha": "bg_power"},
     expansions={
         "affinitynet": Expansion(
             name="affinitynet",

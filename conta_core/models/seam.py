@@ -145,6 +145,11 @@ class SeamClassifier(nn.Module):
             out.update(cam2=second["cam"], cam_rv2=second["cam_rv"])
         return out
 
+    def class_logits(self, images: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        """The raw class maps [B, n, h, w] at stride 8 under context map ``m`` (no PCM; the
+        M-usage diagnostic's class scores are their spatial mean, as SEAM's)."""
+        return self.classifier(self.dropout7(self.trunk(images, m, None)["conv6"]))
+
     def cam(self, images: torch.Tensor, x_m: torch.Tensor | None = None, view: torch.Tensor | None = None,
             m: torch.Tensor | None = None) -> torch.Tensor:
         """Inference CAMs: the PCM-refined foreground maps [B, n, h, w] at stride 8 (SEAM's cam_rv[:, 1:])."""
