@@ -37,6 +37,11 @@ SETTINGS = {
     "live_default_attention": {**LIVE_CONTA, "attention_init": "default"},
     "live_m_lr1": {**LIVE_CONTA, "m_lr_mult": 1.0},
     "live_frozen_m": {**LIVE_CONTA, "m_lr_mult": 0.0},
+    # Where M enters (ablation Q3): at block 2 or at every block, M reaches the CAM through the
+    # non-linear rest of the backbone instead of as an additive offset after block 5.
+    "live_block2": {**LIVE_CONTA, "block": 2},
+    "live_dense": {**LIVE_CONTA, "block": "dense"},
+    "conv_live_dense": {**LIVE_CONTA, "fusion": "conv", "block": "dense"},
 }
 
 
