@@ -82,3 +82,21 @@ def make_seeds(index, ids: list[str], cams, writer, background: Background, *, f
     shares = {k: v / total for k, v in counts.items()}
     shares["correct"] = right / checked if checked else float("nan")
     return shares
+
+
+def classifier_without_m(path, num_classes: int):
+    """The round's classifier from its ``classifier.pt`` as SEC's saliency reads it: trunk and class
+    convolution, no CONTA splice (built from the file's own classifier settings, so no confounder
+    is needed in CONTA rounds). Returns the model in eval mode."""
+    from .checkpoint import load_model_file
+    from .classify import build_classifier
+
+    state = load_model_file(path)  # verified: a damaged file is deleted for a rebuild
+    settings = state["meta"]["settings"]["classifier"]
+    model = build_classifier(settings, num_classes, {"mode": "off"}, 0, None, load_weights=False)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state["model"]]
+    if missing:
+        raise ValueError(f"{path}: no {missing[:3]} in the classifier's weights")
+    model.load_state_dict({k: state["model"][k] for k in own})
+    return model.eval()

@@ -283,6 +283,44 @@ def classifier_arg(wildcards, input):
     return f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
 
 
+# -- SEC and DSRG (rules/seeds.smk, rules/sec.smk, rules/dsrg.smk) ----------------------------
+def step_reads_classifier(step):
+    """Whether the expansion's `step` reads the round's classifier.pt (rules/conta_steps.py)."""
+    spec = STEPS.expansion.steps.get(step)
+    section = config["expand"].get(EXPAND_METHOD) or {}
+    return bool(spec and spec.reads_classifier and spec.reads_classifier(section))
+
+
+def seeds_inputs(wildcards):
+    """The CAM shard; SEC's background cue (gradient saliency) also reads the round's classifier."""
+    inputs = {"cam": f"{round_dir(wildcards.round)}/cam/shard{wildcards.shard}.h5"}
+    if step_reads_classifier("seeds"):
+        inputs["classifier"] = f"{round_dir(wildcards.round)}/classifier.pt"
+    return inputs
+
+
+def seeds_gpus(wildcards):
+    return 1 if step_reads_classifier("seeds") else 0  # DSRG's saliency cue: CPU only
+
+
+def seeds_classifier_arg(wildcards, input):
+    if "classifier" not in input.keys():
+        return ""
+    return f"--classifier {input.classifier} {DEVICE_ARGS} --gpus 1"
+
+
+def seed_net_inputs(step):
+    """All seeds shards of the round; the classifier too when the network starts from its trunk."""
+
+    def inputs(wildcards):
+        out = {"seeds": shard_files(wildcards.round, "seeds")}
+        if step_reads_classifier(step):
+            out["classifier"] = f"{round_dir(wildcards.round)}/classifier.pt"
+        return out
+
+    return inputs
+
+
 # -- confounder -------------------------------------------------------------------------------
 def confounder_masks(wildcards):
     if config["confounder"]["source"] == "pseudo_mask":

@@ -64,7 +64,8 @@ class ExpansionStep:
     runtime: {part: keys of that part that change only the speed}; reads: {name under the
     settings' "inputs": producer step of the same round}; reads_classifier(section): whether it
     also reads the round's classifier.pt; sharded: one job per shard (settings hold `shards`);
-    seed: the run's seed reaches it (it trains).
+    seed: the run's seed reaches it (it trains); extra(config): keys from outside the section
+    that it reads too (DSRG's seeds: dataset.saliency_root).
     """
     parts: tuple[str, ...] | None = None
     runtime: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -72,6 +73,19 @@ class ExpansionStep:
     reads_classifier: Callable[[dict], bool] | None = None
     sharded: bool = False
     seed: bool = False
+    extra: Callable[[dict], dict] | None = None
+
+
+def _seed_net_steps(name: str, **seeds) -> ExpansionSpec:
+    """SEC's and DSRG's steps: seeds (CAM shard -> seed maps), train_<name> (the network on the
+    round's seeds), expand (its CRF-refined predictions)."""
+    train = f"train_{name}"
+    return ExpansionSpec(
+        {"seeds": ExpansionStep(parts=("seeds",), reads={"cam": "cam"}, sharded=True, **seeds),
+         train: ExpansionStep(parts=("loss", "train"), runtime={"train": ("num_workers",)}, reads={"seeds": "seeds"},
+                              seed=True, reads_classifier=lambda section: section["train"]["weights"] == "classifier"),
+         "expand": ExpansionStep(parts=("pseudo_mask",), reads={"cam": "cam", "seed_net": train}, sharded=True)},
+        artifacts={"seeds": ("seeds", "seeds"), "seed_net": ("seed_net", train)})
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,17 @@ EXPANSIONS: dict[str, ExpansionSpec] = {
          "expand": ExpansionStep(parts=("walk",), runtime={"walk": ("batch_size",)},
                                  reads={"cam": "cam", "relation_net": "train_relation"}, sharded=True)},
         artifacts={"ir_labels": ("ir_label", "ir_label"), "relation_net": ("relation_net", "train_relation")}),
+    "affinitynet": ExpansionSpec(
+        {"aff_label": ExpansionStep(parts=("alpha_low", "alpha_high", "crf"), reads={"cam": "cam"}, sharded=True),
+         "train_affinity": ExpansionStep(parts=("train", "radius"), runtime={"train": ("num_workers",)},
+                                         reads={"aff_label": "aff_label"}, seed=True,
+                                         reads_classifier=lambda section: section["train"]["weights"] == "classifier"),
+         "expand": ExpansionStep(parts=("alpha", "beta", "steps", "radius"),
+                                 reads={"cam": "cam", "affinity_net": "train_affinity"}, sharded=True)},
+        artifacts={"aff_labels": ("aff_label", "aff_label"), "affinity_net": ("affinity_net", "train_affinity")}),
+    # SEC's background cue is the round classifier's gradient saliency; DSRG's the saliency maps
+    "sec": _seed_net_steps("sec", reads_classifier=lambda section: section["seeds"]["background"] == "gradient_saliency"),
+    "dsrg": _seed_net_steps("dsrg", extra=lambda config: {"saliency_root": config["dataset"].get("saliency_root")}),
 }
 
 
@@ -115,6 +140,11 @@ def method_recipe(config: dict):
     if expansion not in EXPANSIONS:
         raise ValueError(f"config key expand.method: {expansion!r} is not wired into the workflow yet "
                          f"(rules/conta_steps.py EXPANSIONS and rules/{expansion}.smk); wired: {sorted(EXPANSIONS)}")
+    train = (config["expand"].get(expansion) or {}).get("train") or {}
+    if train.get("weights") == "classifier" and "width" in train and \
+            float(train["width"]) != float(config["classifier"].get("width", 1.0)):
+        raise ValueError(f"config key expand.{expansion}.train.width ({train['width']}) must equal classifier.width "
+                         f"({config['classifier'].get('width', 1.0)}) when its weights are the classifier's")
     steps = tuple(EXPANSIONS[expansion].steps)
     if steps != (*recipe.expansion(expansion).steps, "expand"):
         raise ValueError(f"expand.method {expansion}: the workflow runs the steps {steps}, the recipe of "
@@ -237,11 +267,14 @@ class Steps:
         if spec.parts is None:
             part = copy.deepcopy(section)
         else:
-            part = {name: _without(section[name], *spec.runtime.get(name, ())) for name in spec.parts}
+            part = {name: _without(section[name], *spec.runtime.get(name, ())) if isinstance(section[name], dict)
+                    else copy.deepcopy(section[name]) for name in spec.parts}
         own = self._base(seed=spec.seed)
         if spec.sharded:
             own["shards"] = self.shards
         own["expand"] = {"method": self.method, self.method: part}
+        if spec.extra is not None:
+            own.update(copy.deepcopy(spec.extra(self.config)))
         return own
 
     def _cam_label_keys(self) -> dict:
@@ -254,7 +287,8 @@ class Steps:
             return copy.deepcopy(self.dataset.get("synthetic") or {})
         if step == "dataset_index":
             kind = self.dataset["kind"]
-            ignored = {"synthetic"} | ({"root"} if kind == "synthetic" else set())  # the rule passes --root
+            # saliency_root: read by DSRG's seeds step alone (ExpansionStep.extra), not by the index
+            ignored = {"synthetic", "saliency_root"} | ({"root"} if kind == "synthetic" else set())  # the rule passes --root
             return {k: copy.deepcopy(v) for k, v in self.dataset.items()
                     if k not in ignored and KIND_ONLY_KEYS.get(k, kind) == kind}
         method = self.recipe.name

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from conta_core.store import digest
 
-MODEL_KINDS = {"classifier", "segmenter", "relation_net"}
+MODEL_KINDS = {"classifier", "segmenter", "relation_net", "seed_net"}  # seed_net: SEC/DSRG network
 _digests: dict[int, str] = {}  # id(merged settings) -> digest of the result settings
 
 
@@ -99,7 +99,7 @@ def check_inputs(expectations: list[dict]) -> None:
         path, kind = want["path"], want["kind"]
         if not Path(path).exists():
             raise SystemExit(f"{path}: input {kind} file does not exist")
-        if kind in MODEL_KINDS:
+        if kind in MODEL_KINDS or str(path).endswith(".pt"):  # every network file is a .pt
             attrs = _model_meta(path)
             if attrs is None:
                 continue

@@ -1,4 +1,4 @@
-"""Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method: crf | irnet).
+"""Expand one shard's CAM seeds into pseudo-masks (method chosen by expand.method: crf | irnet | sec | dsrg).
 
 Each expand.method is an expander here, ``make(s, args, device, workers) -> (expand, batch_size)``
 with ``expand(images, cams, classes) -> masks``, listed in EXPANDERS; a new method adds its
@@ -67,9 +67,34 @@ def irnet_expander(s, args, device, workers: ProcessMap):
     return expand, walk["batch_size"]
 
 
-EXPANDERS = {"crf": crf_expander, "irnet": irnet_expander}
+def seed_net_expander(s, args, device, workers: ProcessMap):
+    """SEC / DSRG: the round's network predicts each image (background + its classes), the dense
+    CRF (expand.<method>.pseudo_mask.crf) refines it over the workers; the CAMs are not read."""
+    from conta_core.checkpoint import load_model_file
+    from conta_core.expand.seed_net import build_network, pseudo_masks
+
+    method = s["expand"]["method"]
+    if args.seed_net is None:
+        raise SystemExit(f"expand.method {method} needs --seed-net (the round's {method}_net.pt)")
+    state = load_model_file(args.seed_net)  # verified: a damaged file is deleted for a rebuild
+    meta = state["meta"]
+    if meta.get("round") != args.round or meta.get("method") != method:
+        raise SystemExit(f"{args.seed_net} is round {meta.get('round')}'s {meta.get('method')} network, "
+                         f"not round {args.round}'s {method} network")
+    train = meta["settings"]["expand"][method]["train"]
+    model = build_network(method, len(meta["class_names"]), train, load_weights=False)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    crf = s["expand"][method]["pseudo_mask"]["crf"]
+
+    def expand(images, cams, classes):
+        return pseudo_masks(model, images, classes, device, crf, workers)
+    return expand, CRF_BATCH
+
+
+EXPANDERS = {"crf": crf_expander, "irnet": irnet_expander, "sec": seed_net_expander, "dsrg": seed_net_expander}
 USES_TORCH = {"crf": False}  # the CRF is numpy and pydensecrf only
-PARALLEL = {"crf"}  # spread their images over one worker process per thread
+PARALLEL = {"crf", "sec", "dsrg"}  # spread their images (CRFs) over one worker process per thread
 
 
 if __name__ == "__main__":
@@ -78,6 +103,7 @@ if __name__ == "__main__":
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--cam", type=Path, required=True)
     p.add_argument("--relation-net", type=Path, help="the round's relation_net.pt (method irnet)")
+    p.add_argument("--seed-net", type=Path, help="the round's sec_net.pt / dsrg_net.pt (methods sec, dsrg)")
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
