@@ -104,7 +104,8 @@ def ecr_loss(target: torch.Tensor, cam_rv: torch.Tensor, fraction: float = OHEM_
     return ohem_mean((target - cam_rv).abs(), fraction)
 
 
-def seam_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, scale: float = SCALE) -> dict[str, torch.Tensor]:
+def seam_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, scale: float = SCALE,
+                ohem_fraction: float = OHEM_FRACTION) -> dict[str, torch.Tensor]:
     """SEAM's loss terms from the siamese outputs (``cam``, ``cam_rv``, ``cam2``, ``cam_rv2``)."""
     y = with_background(labels).to(out["cam"].dtype)
     size = tuple(out["cam2"].shape[-2:])
@@ -121,15 +122,16 @@ def seam_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, scale: float
     rv1 = down(max_norm(out["cam_rv"])) * y
     rv2 = max_norm(out["cam_rv2"]) * y
     er = er_loss(cam1[:, 1:], cam2[:, 1:])
-    ecr = ecr_loss(ecr_target(cam2), rv1) + ecr_loss(ecr_target(cam1), rv2)
+    ecr = ecr_loss(ecr_target(cam2), rv1, ohem_fraction) + ecr_loss(ecr_target(cam1), rv2, ohem_fraction)
     return {"cls": cls + rvmin, "er": er, "ecr": ecr, "total": cls + rvmin + er + ecr}
 
 
-def seam_loss(model, batch: dict) -> torch.Tensor:
-    """The training loop's loss: one siamese forward, L = L_cls + L_ER + L_ECR."""
+def seam_loss(model, batch: dict, *, scale: float = SCALE, ohem_fraction: float = OHEM_FRACTION) -> torch.Tensor:
+    """The training loop's loss: one siamese forward (second view rescaled by ``scale``),
+    L = L_cls + L_ER + L_ECR (ECR's hard-example share ``ohem_fraction``)."""
     x_m = batch["x_m"] if batch["x_m"].numel() else None
-    out = model(batch["image"], x_m, batch["view"] if x_m is not None else None, rescale=SCALE)
-    return seam_losses(out, batch["target"])["total"]
+    out = model(batch["image"], x_m, batch["view"] if x_m is not None else None, rescale=scale)
+    return seam_losses(out, batch["target"], scale, ohem_fraction)["total"]
 
 
 def optimizer_groups(model, m_lr_mult: float = 10.0) -> list[dict]:

@@ -75,7 +75,9 @@ def _seam_job(index, ids: list[str], settings: dict, conta: dict, round_index: i
     dataset = SeamClassificationDataset(index, ids, crop=settings["crop"], long_side=tuple(settings["long_side"]),
                                         seed=seed, x_m=x_m)
     groups = seam.optimizer_groups(model, float(conta_option(conta, "m_lr_mult")))
-    return TrainJob(model, dataset, seam.seam_loss, groups)
+    loss = partial(seam.seam_loss, scale=float(settings.get("siamese_scale", seam.SCALE)),
+                   ohem_fraction=float(settings.get("ohem_fraction", seam.OHEM_FRACTION)))
+    return TrainJob(model, dataset, loss, groups)
 
 
 def train_seam_classifier(index, ids: list[str], settings: dict, conta: dict, round_index: int, seed: int,

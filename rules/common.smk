@@ -279,6 +279,15 @@ def relation_inputs(wildcards):
     return inputs
 
 
+def affinity_inputs(wildcards):
+    """AffinityNet: all confident-label shards of the round; the classifier too when the trunk
+    starts from it."""
+    inputs = {"aff_labels": shard_files(wildcards.round, "aff_label")}
+    if config["expand"]["affinitynet"]["train"]["weights"] == "classifier":
+        inputs["classifier"] = f"{round_dir(wildcards.round)}/classifier.pt"
+    return inputs
+
+
 def classifier_arg(wildcards, input):
     return f"--classifier {input.classifier}" if "classifier" in input.keys() else ""
 

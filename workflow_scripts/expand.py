@@ -67,6 +67,35 @@ def irnet_expander(s, args, device, workers: ProcessMap):
     return expand, walk["batch_size"]
 
 
+def affinitynet_expander(s, args, device, workers: ProcessMap):
+    """Each image's AffinityNet features (padded to a multiple of 8), then the random walk of its
+    CAMs over their affinities (SEAM's expansion)."""
+    from conta_core.checkpoint import load_model_file
+    from conta_core.data.datasets import to_tensor
+    from conta_core.expand.affinitynet import expand_affinitynet, image_features
+    from conta_core.expand.affinitynet_train import build_affinity_net
+
+    if args.affinity_net is None:
+        raise SystemExit("expand.method affinitynet needs --affinity-net (the round's affinity_net.pt)")
+    state = load_model_file(args.affinity_net)  # verified: a damaged file is deleted for a rebuild
+    meta = state["meta"]
+    if meta.get("round") != args.round:
+        raise SystemExit(f"{args.affinity_net} is round {meta.get('round')}'s affinity network, not round "
+                         f"{args.round}'s")
+    model = build_affinity_net(meta["settings"]["expand"]["affinitynet"]["train"], load_weights=False)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    cfg = s["expand"]["affinitynet"]
+    walk = {key: cfg[key] for key in ("alpha", "beta", "steps", "radius")}
+    print(f"affinity network {args.affinity_net}; walk {walk}", file=sys.stderr)
+
+    def expand(images, cams, classes):
+        return [expand_affinitynet(cam, image_features(model, to_tensor(image).to(device)), cls,
+                                   image.shape[:2], **walk)
+                for image, cam, cls in zip(images, cams, classes)]
+    return expand, 1
+
+
 def seed_net_expander(s, args, device, workers: ProcessMap):
     """SEC / DSRG: the round's network predicts each image (background + its classes), the dense
     CRF (expand.<method>.pseudo_mask.crf) refines it over the workers; the CAMs are not read."""
@@ -93,6 +122,7 @@ def seed_net_expander(s, args, device, workers: ProcessMap):
 
 
 EXPANDERS = {"crf": crf_expander, "irnet": irnet_expander, "sec": seed_net_expander, "dsrg": seed_net_expander}
+EXPANDERS["affinitynet"] = affinitynet_expander
 USES_TORCH = {"crf": False}  # the CRF is numpy and pydensecrf only
 PARALLEL = {"crf", "sec", "dsrg"}  # spread their images (CRFs) over one worker process per thread
 
@@ -103,6 +133,7 @@ if __name__ == "__main__":
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--cam", type=Path, required=True)
     p.add_argument("--relation-net", type=Path, help="the round's relation_net.pt (method irnet)")
+    p.add_argument("--affinity-net", type=Path, help="the round's affinity_net.pt (method affinitynet)")
     p.add_argument("--seed-net", type=Path, help="the round's sec_net.pt / dsrg_net.pt (methods sec, dsrg)")
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
