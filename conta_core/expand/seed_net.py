@@ -82,10 +82,12 @@ def build_network(method: str, num_classes: int, train: dict, *, load_weights: b
     if not load_weights or weights == "classifier":
         weights = "none"
     if method == "sec":
-        from ..models.vgg import build_vgg16
+        from ..models.vgg import VGG16Trunk, load_vgg16_weights
         from .sec import SecNet
 
-        trunk = build_vgg16(weights, width=float(train.get("width", 1.0)), fc6_dilation=12)
+        # LargeFOV: fc6 dilated 12 (the classifier's fc6 is not; the weights' shapes are the same)
+        trunk = VGG16Trunk(float(train.get("width", 1.0)), fc6_dilation=12, dropout=float(train.get("dropout", 0.5)))
+        load_vgg16_weights(trunk, weights)
         return SecNet(trunk, num_classes, fc8_std=float(train.get("fc8_std", 0.01)))
     if method == "dsrg":
         from ..models.backbone import build_resnet
