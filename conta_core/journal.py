@@ -117,9 +117,13 @@ class _Journal:
             return None
         return tag, meta, (body[meta_len:] if payload else None), end
 
-    def append(self, tag: bytes, meta: dict, array: np.ndarray | None) -> int:
+    def append(self, tag: bytes, meta: dict, array: np.ndarray | bytes | None) -> int:
+        """A record; ``bytes`` (already encoded by the caller) are kept as they are and read back as bytes."""
+        if isinstance(array, (bytes, bytearray)):
+            meta, data = {**meta, "_bytes": True}, bytes(array)
+        else:
+            data = b"" if array is None else zlib.compress(array.tobytes(), 1)
         meta_bytes = json.dumps(meta).encode()
-        data = b"" if array is None else zlib.compress(array.tobytes(), 1)
         offset = self.file.seek(0, os.SEEK_END)
         crc = zlib.crc32(data, zlib.crc32(meta_bytes))
         # One write per record: a kill leaves at most this record torn, which recovery cuts off.
@@ -133,6 +137,8 @@ class _Journal:
         if record is None:
             raise JournalError(f"{self.path}: record at byte {offset} is damaged")
         _, meta, data, _ = record
+        if meta.get("_bytes"):
+            return meta, data
         array = np.frombuffer(zlib.decompress(data), dtype=np.dtype(meta["dtype"]))
         return meta, array.reshape(meta["shape"])
 

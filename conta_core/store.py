@@ -1,8 +1,13 @@
 """HDF5 artifact store: the one module that reads and writes per-image maps.
 
 Every artifact (CAMs, pseudo-masks, IR labels, predicted masks, confounder
-tensors) is one HDF5 file with one dataset per image under ``/items``, chunked
-and gzip-compressed, so a single image is read without touching the rest.
+tensors) is one HDF5 file with one dataset per image under ``/items``: the
+item's bytes as encoded by :mod:`conta_core.store_codec` (LZ4; CAMs quantised
+to uint8), a contiguous 1-D uint8 dataset. The dataset ``/index`` (JSON) lists
+every item with its dtype, shape, attributes, CRC-32 and byte range in the
+file, so a reader loads it once and then reads an item with one ``pread`` and
+one decode, without HDF5 object look-ups (bench/store.py compares it with IRNet's
+one ``.npy`` per image; numbers in bench/store.md).
 
 Writes are atomic and resumable: a writer appends each item to a journal
 ``<name>.partial`` (flushed per item), builds the HDF5 file as
@@ -13,13 +18,15 @@ journal (see :class:`MapWriter`). The root attributes record what made the
 file (kind, round, step, config digest, class names, package version) so a
 stale or foreign file is caught when it is opened.
 
-Checksums: gzip's own check covers only compressed chunks, and nothing covers
-attributes, small uncompressed arrays or data rewritten in place. Every item
-therefore carries ``crc32`` (CRC-32 of its id, dtype, shape and bytes) and
-``attrs_crc32`` (of its other attributes), file-level arrays have theirs in
-the root attribute ``arrays_crc32``, and ``root_crc32`` covers the root
-attributes and the number of items. A reader checks the root when it opens the
-file and an item when it reads it, so the cost follows what is read. A file
+Checksums: HDF5 checks nothing by itself. Every item's stored bytes have their
+CRC-32 in the index, the index has its own in the root attribute
+``index_crc32`` (so ids, dtypes, shapes, attributes and byte ranges are
+covered), file-level arrays have theirs in ``arrays_crc32``, and
+``root_crc32`` covers the root attributes and the number of items. A reader
+checks the root and the index when it opens the file and an item when it
+reads it, so the cost follows what is read. ``MapReader.check_layout`` (run
+by ``python -m conta_core.verify``) also checks that the index's byte ranges
+are where HDF5 keeps each item. A file
 found damaged (truncated, unreadable, a checksum mismatch) is deleted and
 :class:`DamagedStoreFile` says so: the next run rebuilds it (see
 :mod:`conta_core.integrity`).
@@ -39,15 +46,20 @@ import h5py
 import numpy as np
 
 from . import __version__
+from . import store_codec
 from .integrity import DamagedArtifact, discard
+from .store_v1 import V1Items
+from .store_v1 import crc_item as _crc_item  # the file-level arrays' checksum, as in conta-maps/1
+from .store_v1 import FORMAT as FORMAT_V1
 from .journal import JournalError, _Journal, partial_ids  # noqa: F401 (partial_ids: re-exported)
 
-FORMAT = "conta-maps/1"
+FORMAT = "conta-maps/2"
 
 log = logging.getLogger(__name__)
 
 
-CHECKSUM = "crc32/1"  # root attribute "checksum": the scheme below; absent: unverifiable file
+CHECKSUM = "crc32/2"  # root attribute "checksum": the scheme below; absent: unverifiable file
+_CHECKSUMS = {FORMAT: CHECKSUM, FORMAT_V1: "crc32/1"}  # formats still read (see store_v1)
 
 
 class StoreError(RuntimeError):
@@ -56,11 +68,6 @@ class StoreError(RuntimeError):
 
 class DamagedStoreFile(StoreError, DamagedArtifact):
     """A finished artifact whose bytes are damaged (deleted unless the reader was told not to)."""
-
-
-def _crc_item(image_id: str, array: np.ndarray) -> int:
-    head = json.dumps([image_id, array.dtype.str, list(array.shape)]).encode()
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"), zlib.crc32(head))
 
 
 def _canonical(value: Any) -> Any:
@@ -79,7 +86,6 @@ def _crc_attrs(attrs: Any, skip: tuple[str, ...]) -> int:
     return zlib.crc32(json.dumps(items, default=repr).encode())
 
 
-_ITEM_CRCS = ("crc32", "attrs_crc32")
 _ROOT_CRC = "root_crc32"
 
 
@@ -120,7 +126,10 @@ class MapWriter:
     """Write per-image arrays into one HDF5 file, atomically and resumably.
 
     ``attrs`` go on the root (provenance); ``put`` adds one image's array,
-    ``put_array`` a file-level array.
+    ``put_array`` a file-level array. ``codec`` picks the item encoding
+    (:data:`conta_core.store_codec.CODECS`, default LZ4); ``quantize=L`` stores
+    maps in [0, 1] as integers 0..L (uint8 up to 255) and readers get float32
+    back (the CAMs: 255).
 
     While the ``with`` block runs, every ``put`` is appended to a journal
     ``<name>.partial`` beside the target: a record per item with its length
@@ -143,11 +152,16 @@ class MapWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, kind: str, attrs: dict | None = None,
-                 compression_level: int = 4, resume: bool = True):
+                 compression_level: int = 4, resume: bool = True, codec: str | None = None,
+                 quantize: int | None = None):
         self.path = Path(path)
         self.kind = kind
         self.attrs = dict(attrs or {})
-        self.compression_level = compression_level
+        self.compression_level = compression_level  # gzip level of the file-level arrays
+        self.codec = store_codec.writer_codec(codec)
+        self.quantize = int(quantize) if quantize else None
+        if self.quantize:
+            store_codec.quantised_dtype(self.quantize)  # a bad level count fails here, not per item
         self.resume = resume
         self.partial = self.path.with_name(f"{self.path.name}.partial")
         self._tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
@@ -160,7 +174,8 @@ class MapWriter:
     # -- journal -----------------------------------------------------------
     def _header(self) -> dict:
         attrs = {name: _json_attr(value) for name, value in self.attrs.items()}
-        header = {"format": FORMAT, "kind": self.kind, "package_version": __version__, "attrs": attrs}
+        header = {"format": FORMAT, "kind": self.kind, "package_version": __version__, "attrs": attrs,
+                  "codec": self.codec, "quantize": self.quantize}
         return {**header, "digest": digest(header)}
 
     def __enter__(self) -> "MapWriter":
@@ -196,10 +211,17 @@ class MapWriter:
         if image_id in self._this_session:
             raise StoreError(f"{self.path}: image id {image_id!r} written twice")
         array = np.ascontiguousarray(array)
+        if self.quantize:
+            try:
+                array = store_codec.quantise(array, self.quantize)
+            except store_codec.CodecError as err:
+                raise StoreError(f"{self.path}: item {image_id!r}: {err}") from None
+        # Encoded here, once: the journal keeps the stored bytes, the build only copies them.
+        blob = store_codec.encode(array, self.codec)
         meta = {"id": image_id, "dtype": array.dtype.str, "shape": list(array.shape),
-                "attrs": {k: _json_attr(v) for k, v in item_attrs.items()}}
+                "crc32": zlib.crc32(blob), "attrs": {k: _json_attr(v) for k, v in item_attrs.items()}}
         # An id recovered from an earlier attempt may be put again: the newest record wins.
-        self._items[image_id] = self._journal.append(b"ITEM", meta, array)
+        self._items[image_id] = self._journal.append(b"ITEM", meta, blob)
         self._this_session.add(image_id)
 
     def put_array(self, name: str, array: np.ndarray) -> None:
@@ -232,19 +254,25 @@ class MapWriter:
                                  compression_opts=self.compression_level)
                 array_crcs[name] = _crc_item(name, array)
             items = f.create_group("items")
-            for image_id, offset in self._items.items():
-                meta, array = self._journal.read(offset)
-                kwargs = {}
-                if array.ndim >= 1 and array.size > 1:
-                    kwargs = dict(chunks=True, compression="gzip",
-                                  compression_opts=self.compression_level, shuffle=True)
-                ds = items.create_dataset(_key(image_id), data=array, **kwargs)
-                for name, value in meta["attrs"].items():
-                    if name in _ITEM_CRCS:
-                        raise StoreError(f"{self.path}: item attribute {name!r} is reserved for the checksum")
-                    ds.attrs[name] = _encode_attr(_unjson_attr(value))
-                ds.attrs["attrs_crc32"] = _crc_attrs(ds.attrs, _ITEM_CRCS)
-                ds.attrs["crc32"] = _crc_item(image_id, array)
+            entries = []
+            # Sorted by HDF5 key, the order ids() had when it listed the group.
+            for image_id in sorted(self._items, key=_key):
+                meta, blob = self._journal.read(self._items[image_id])
+                ds = items.create_dataset(_key(image_id), data=np.frombuffer(blob, np.uint8))
+                entries.append([image_id, ds, len(blob), meta["dtype"], meta["shape"], meta["crc32"],
+                                meta["attrs"]])
+            index = []
+            for image_id, ds, nbytes, dtype, shape, crc, attrs in entries:
+                offset = ds.id.get_offset() if nbytes else 0  # contiguous: allocated when written
+                if offset is None:
+                    raise StoreError(f"{self.path}: HDF5 gave item {image_id!r} no storage")
+                index.append([image_id, int(offset), nbytes, dtype, shape, crc, attrs])
+            index_bytes = json.dumps({"codec": self.codec, "quantize": self.quantize,
+                                      "items": index}).encode()
+            f.create_dataset("index", data=np.frombuffer(index_bytes, np.uint8))
+            root["codec"] = self.codec
+            root["quantize"] = self.quantize or 0
+            root["index_crc32"] = zlib.crc32(index_bytes)
             root["checksum"] = CHECKSUM
             root["arrays_crc32"] = _encode_attr(array_crcs)
             root["complete"] = True
@@ -308,6 +336,7 @@ class MapReader:
         self.path = Path(path)
         self._kind, self._expect, self._remove = kind, expect, remove_damaged
         self._file = None
+        self._fd = None
         if not self.path.exists():
             raise StoreError(f"{self.path}: artifact file does not exist")
         if not self.path.is_file() or not os.access(self.path, os.R_OK):
@@ -323,20 +352,24 @@ class MapReader:
             self.attrs = {k: _decode_attr(v) for k, v in self._raw_attrs.items()}
         except Exception as err:  # a valid HDF5 file, ours or not, has readable attributes
             raise self._damaged(f"unreadable root attributes: {_h5_reason(err)}") from err
-        if self.attrs.get("format") != FORMAT and _ROOT_CRC not in self.attrs:
+        self._v1 = None
+        if self.attrs.get("format") not in _CHECKSUMS and _ROOT_CRC not in self.attrs:
             # Another program's file (or another format): reported, never judged damaged.
             self.close()
             raise StoreError(f"{self.path}: format is {self.attrs.get('format')!r}, expected {FORMAT!r} "
                              "(not an artifact of this workflow)")
         try:
             self._verify_root()
-            self._items = self._file["items"]
+            if self.attrs.get("format") == FORMAT_V1:
+                self._v1 = V1Items(self._file["items"], self._damaged, _key, _unkey, _crc_attrs, _decode_attr)
+            else:
+                self._load_index()
         except DamagedStoreFile:
             raise
         except Exception as err:  # h5py raises many types for damaged metadata
             raise self._damaged(f"unreadable metadata: {_h5_reason(err)}") from err
         problems = []
-        if self.attrs.get("format") != FORMAT:
+        if self.attrs.get("format") not in _CHECKSUMS:
             problems.append(f"format is {self.attrs.get('format')!r}, expected {FORMAT!r}")
         if kind is not None and self.attrs.get("kind") != kind:
             problems.append(f"kind is {self.attrs.get('kind')!r}, expected {kind!r}")
@@ -351,13 +384,27 @@ class MapReader:
     def _verify_root(self) -> None:
         if not self.attrs.get("complete", False):
             raise self._damaged("file is incomplete (its writer did not finish)")
-        if self.attrs.get("checksum") != CHECKSUM:
-            raise self._damaged(f"it has no {CHECKSUM} checksums (written by an older version): "
+        checksum = _CHECKSUMS.get(self.attrs.get("format"), CHECKSUM)
+        if self.attrs.get("checksum") != checksum:
+            raise self._damaged(f"it has no {checksum} checksums (written by an older version): "
                                 "it cannot be verified")
         if self.attrs.get(_ROOT_CRC) != _crc_attrs(self._raw_attrs, (_ROOT_CRC,)):
             raise self._damaged("checksum of the root attributes does not match")
         if self.attrs.get("num_items") != len(self._file["items"]):
             raise self._damaged(f"{len(self._file['items'])} items, the file says {self.attrs.get('num_items')}")
+
+    def _load_index(self) -> None:
+        raw = self._file["index"][()].tobytes()
+        if zlib.crc32(raw) != self.attrs.get("index_crc32"):
+            raise self._damaged("checksum of the item index does not match")
+        index = json.loads(raw)
+        self._codec, self._quantize = index["codec"], index["quantize"]
+        # id -> (offset, nbytes, dtype, shape, crc32, attrs), in HDF5 key order
+        self._entries = {e[0]: (e[1], e[2], np.dtype(e[3]), tuple(e[4]), e[5], e[6]) for e in index["items"]}
+        if len(self._entries) != self.attrs.get("num_items"):
+            raise self._damaged(f"the index lists {len(self._entries)} items, the file says "
+                                f"{self.attrs.get('num_items')}")
+        self._fd = os.open(self.path, os.O_RDONLY)
 
     def _damaged(self, reason: str) -> DamagedStoreFile:
         if self._file is not None:
@@ -365,6 +412,7 @@ class MapReader:
                 self._file.close()
             except Exception:  # noqa: BLE001 - closing a damaged file may fail too
                 pass
+        self._close_fd()
         return discard(self.path, reason, remove=self._remove, error=DamagedStoreFile)
 
     def __reduce__(self):
@@ -372,45 +420,73 @@ class MapReader:
         return (_open_reader, (str(self.path), self._kind, self._expect, self._remove))
 
     def ids(self) -> list[str]:
-        try:
-            return [_unkey(k) for k in self._items.keys()]
-        except Exception as err:
-            raise self._damaged(f"the item list is unreadable: {_h5_reason(err)}") from err
+        return self._v1.ids() if self._v1 is not None else list(self._entries)
 
     def __contains__(self, image_id: str) -> bool:
-        return _key(image_id) in self._items
+        return image_id in (self._v1 if self._v1 is not None else self._entries)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._v1 if self._v1 is not None else self._entries)
+
+    def _entry(self, image_id: str) -> tuple | None:
+        """The index entry of ``image_id`` (None in a conta-maps/1 file); StoreError if absent."""
+        if self._v1 is not None:
+            if image_id not in self._v1:
+                raise StoreError(f"{self.path}: no entry for image id {image_id!r}")
+            return None
+        try:
+            return self._entries[image_id]
+        except KeyError:
+            raise StoreError(f"{self.path}: no entry for image id {image_id!r}") from None
 
     def get(self, image_id: str) -> np.ndarray:
-        """The image's array, checked against its CRC-32."""
-        key = _key(image_id)
-        if key not in self._items:
-            raise StoreError(f"{self.path}: no entry for image id {image_id!r}")
+        """The image's array (float32 for a quantised file), its stored bytes checked against their CRC-32."""
+        entry = self._entry(image_id)
+        if entry is None:
+            return self._v1.get(image_id)
+        offset, nbytes, dtype, shape, crc, _ = entry
         try:
-            dataset = self._items[key]
-            array = dataset[()]
-            stored = dataset.attrs.get("crc32")
-        except Exception as err:  # a chunk that does not decompress, a broken object header
-            raise self._damaged(f"item {image_id!r} is unreadable: {_h5_reason(err)}") from err
-        if stored is None or int(stored) != _crc_item(image_id, np.asarray(array)):
+            blob = os.pread(self._fd, nbytes, offset) if nbytes else b""
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot read item {image_id!r} ({err})") from err
+        if len(blob) != nbytes:
+            raise self._damaged(f"item {image_id!r} is cut short ({len(blob)} of {nbytes} bytes)")
+        if zlib.crc32(blob) != crc:
             raise self._damaged(f"item {image_id!r} fails its checksum")
-        return array
+        try:
+            array = store_codec.decode(blob, self._codec, dtype, shape)
+        except store_codec.CodecError as err:
+            if "lz4 package" in str(err):
+                raise StoreError(f"{self.path}: {err}") from err
+            raise self._damaged(f"item {image_id!r} does not decode: {err}") from err
+        except Exception as err:  # noqa: BLE001 - a codec's own error on bytes that pass the CRC
+            raise self._damaged(f"item {image_id!r} does not decode: {err}") from err
+        return store_codec.dequantise(array, self._quantize) if self._quantize else array
 
     def item_attrs(self, image_id: str) -> dict:
-        """The image's attributes (without the checksums), checked against their CRC-32."""
-        if _key(image_id) not in self._items:
-            raise StoreError(f"{self.path}: no entry for image id {image_id!r}")
+        """The image's attributes (covered by the index's CRC-32, checked when the file was opened)."""
+        entry = self._entry(image_id)
+        if entry is None:
+            return self._v1.item_attrs(image_id)
+        return {k: _decode_attr(_encode_attr(_unjson_attr(v))) for k, v in entry[5].items()}
+
+    def check_layout(self) -> None:
+        """Damaged unless every indexed byte range is where HDF5 keeps that item: a file whose
+        items were rewritten through HDF5 elsewhere (``del`` and a new dataset) is caught here,
+        not by the per-item CRCs, which see the old bytes. One HDF5 look-up per item."""
+        if self._v1 is not None:
+            return  # conta-maps/1 items are read through HDF5 itself
         try:
-            attrs = dict(self._items[_key(image_id)].attrs.items())  # one pass over the attributes
-            stored, actual = attrs.get("attrs_crc32"), _crc_attrs(attrs, _ITEM_CRCS)
-            decoded = {k: _decode_attr(v) for k, v in attrs.items() if k not in _ITEM_CRCS}
-        except Exception as err:
-            raise self._damaged(f"attributes of item {image_id!r} are unreadable: {_h5_reason(err)}") from err
-        if stored is None or int(stored) != actual:
-            raise self._damaged(f"attributes of item {image_id!r} fail their checksum")
-        return decoded
+            items = self._file["items"]
+            for image_id, (offset, nbytes, *_rest) in self._entries.items():
+                ds = items[_key(image_id)]
+                where = (ds.id.get_offset() or 0) if nbytes else 0
+                if (ds.dtype, ds.shape, where) != (np.dtype(np.uint8), (nbytes,), offset):
+                    raise self._damaged(f"item {image_id!r} is not where the index says")
+        except DamagedStoreFile:
+            raise
+        except Exception as err:  # noqa: BLE001 - a missing item, unreadable metadata
+            raise self._damaged(f"the item layout is unreadable: {_h5_reason(err)}") from err
 
     def array(self, name: str) -> np.ndarray:
         if name not in self._file:
@@ -424,9 +500,15 @@ class MapReader:
             raise self._damaged(f"array {name!r} fails its checksum")
         return array
 
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+        self._close_fd()
 
     def __enter__(self) -> "MapReader":
         return self

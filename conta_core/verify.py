@@ -26,6 +26,7 @@ def check_file(path: Path, *, remove: bool) -> str | None:
             from .store import MapReader
 
             with MapReader(path, remove_damaged=remove) as reader:
+                reader.check_layout()
                 for image_id in reader.ids():
                     reader.get(image_id)
                     reader.item_attrs(image_id)

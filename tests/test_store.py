@@ -18,8 +18,36 @@ def test_round_trip_random_access_and_provenance(tmp_path):
         assert r.item_attrs("img_3")["classes"] == [1, 2]
         assert r.attrs["class_names"] == ["bg", "a", "b"]
         assert r.attrs["complete"]
-    with h5py.File(path) as f:  # chunked and compressed per image
-        assert f["items/img_0"].compression == "gzip"
+    with h5py.File(path) as f:  # one LZ4-encoded byte string per image, located by the index
+        assert f.attrs["codec"] == "lz4" and f["items/img_0"].dtype == np.uint8 and f["items/img_0"].ndim == 1
+        assert f["index"].dtype == np.uint8
+
+
+def test_quantised_maps_and_every_codec(tmp_path):
+    rng = np.random.default_rng(1)
+    cam = rng.random((3, 11, 13)).astype(np.float32)
+    cam[0, 0, 0], cam[1, 0, 0] = 0.0, 1.0
+    mask = rng.integers(0, 21, (11, 13), dtype=np.uint8)
+    for codec in ("lz4", "lz4hc", "zlib1", "raw"):
+        path = tmp_path / f"{codec}.h5"
+        with MapWriter(path, kind="cam", codec=codec, quantize=255) as w:
+            w.put("a", cam)
+            w.put("empty", np.zeros((0, 11, 13), np.float32))
+        with MapWriter(tmp_path / f"m-{codec}.h5", kind="m", codec=codec) as w:
+            w.put("a", mask)
+            w.put("f", cam)
+        with MapReader(path) as r:
+            got = r.get("a")
+            assert got.dtype == np.float32 and got.flags.writeable and r.get("empty").shape == (0, 11, 13)
+            # 255 levels: the nearest level, 0 and 1 exactly
+            np.testing.assert_array_equal(got, np.rint(cam * 255).astype(np.uint8).astype(np.float32) / 255)
+            assert np.abs(got - cam).max() <= 0.5 / 255 + 1e-7 and got[0, 0, 0] == 0.0 and got[1, 0, 0] == 1.0
+        with MapReader(tmp_path / f"m-{codec}.h5") as r:
+            np.testing.assert_array_equal(r.get("a"), mask)
+            np.testing.assert_array_equal(r.get("f"), cam)  # lossless without quantize
+    with pytest.raises(StoreError, match="'bad'.*quantisation"):
+        with MapWriter(tmp_path / "bad.h5", kind="cam", quantize=255) as w:
+            w.put("bad", np.array([0.5, 1.5], np.float32))
 
 
 def test_failed_write_leaves_no_file(tmp_path):
@@ -334,14 +362,17 @@ def test_flipped_bytes_are_detected_or_provably_harmless(tmp_path, where):
 
 @pytest.mark.parametrize("what", ["item", "item_attr", "array", "root_attr"])
 def test_values_rewritten_in_place_fail_their_checksum(tmp_path, what):
-    """Valid HDF5, different numbers: gzip checks nothing here, only the stored CRCs see it."""
+    """Valid HDF5, different numbers: HDF5 checks nothing here, only the stored CRCs see it."""
     path = tmp_path / "cam.h5"
     _cam_file(path)
     with h5py.File(path, "r+") as f:
         if what == "item":
-            f["items/img_3"][0, 5, 5] = 0.25 if f["items/img_3"][0, 5, 5] != 0.25 else 0.5
-        elif what == "item_attr":
-            f["items/img_3"].attrs["classes"] = "json:[1, 3]"
+            _flip_byte(f["items/img_3"], 5)
+        elif what == "item_attr":  # the item's entry in the index says other classes
+            raw = f["index"][()].tobytes()
+            at = raw.index(b'"img_3"')
+            at = raw.index(b'"classes": [1, 2]', at)
+            f["index"][at:at + 17] = np.frombuffer(b'"classes": [1, 3]', np.uint8)
         elif what == "array":
             f["confounder"][0, 0, 0] = 7.0
         else:
@@ -349,6 +380,59 @@ def test_values_rewritten_in_place_fail_their_checksum(tmp_path, what):
     with pytest.raises(DamagedStoreFile, match="checksum") as err:
         _read_all(path)
     _assert_deleted_and_named(err, path)
+
+
+def _flip_byte(dataset, at: int) -> None:
+    """One stored byte of an item changed through HDF5 (the bytes stay where they were)."""
+    dataset[at] = dataset[at] ^ 0xFF
+
+
+def test_item_rewritten_elsewhere_is_caught_by_check_layout(tmp_path):
+    """An item deleted and written anew through HDF5 lands at other bytes: reads still see the
+    indexed (old, intact) bytes, so check_layout (python -m conta_core.verify) finds it."""
+    path = tmp_path / "cam.h5"
+    _cam_file(path)
+    with h5py.File(path, "r+") as f:
+        blob = f["items/img_3"][()]
+        del f["items/img_3"]
+        f.create_dataset("items/img_3", data=np.concatenate([blob, blob]))  # too big for the old place
+    with MapReader(path, remove_damaged=False) as r:
+        r.get("img_3")
+        with pytest.raises(DamagedStoreFile, match="'img_3' is not where the index says"):
+            r.check_layout()
+    other = tmp_path / "other.h5"
+    _cam_file(other)
+    with MapReader(other) as r:
+        r.check_layout()
+
+
+def test_file_of_the_first_format_is_still_read(tmp_path):
+    """conta-maps/1 (items as natural HDF5 datasets, checksums in their attributes) stays
+    readable, so results of an older conta-core are not rebuilt for the format alone."""
+    from conta_core.store import _crc_attrs
+    from conta_core.store_v1 import crc_item
+
+    path = tmp_path / "v1.h5"
+    cam = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("items/img|1", data=cam, chunks=True, compression="gzip", shuffle=True)
+        ds.attrs["classes"] = "json:[1, 2]"
+        ds.attrs["attrs_crc32"] = _crc_attrs(ds.attrs, ("crc32", "attrs_crc32"))
+        ds.attrs["crc32"] = crc_item("img/1", cam)
+        f.attrs.update({"format": "conta-maps/1", "kind": "cam", "complete": True, "checksum": "crc32/1",
+                        "arrays_crc32": "json:{}", "num_items": 1})
+        f.attrs["root_crc32"] = _crc_attrs(f.attrs, ("root_crc32",))
+    with MapReader(path, kind="cam") as r:
+        assert r.ids() == ["img/1"] and "img/1" in r and "x" not in r and len(r) == 1
+        np.testing.assert_array_equal(r.get("img/1"), cam)
+        assert r.item_attrs("img/1") == {"classes": [1, 2]}
+        r.check_layout()
+        with pytest.raises(StoreError, match="'x'"):
+            r.get("x")
+    with h5py.File(path, "r+") as f:
+        f["items/img|1"][0, 0, 0] = 5
+    with pytest.raises(DamagedStoreFile, match="'img/1' fails its checksum"):
+        MapReader(path).get("img/1")
 
 
 def test_file_without_checksums_is_unverifiable(tmp_path):
@@ -386,7 +470,7 @@ def test_damaged_shard_is_named_by_the_sharded_reader(tmp_path):
         with MapWriter(path, kind="m") as w:
             w.put(path.stem, np.arange(100, dtype=np.uint8).reshape(10, 10))
     with h5py.File(bad, "r+") as f:
-        f[f"items/{bad.stem}"][0, 0] = 99
+        _flip_byte(f[f"items/{bad.stem}"], 0)
     with ShardedReader([good, bad], kind="m") as r:
         assert r.get("s0")[0, 0] == 0
         with pytest.raises(DamagedStoreFile, match="s1.h5") as err:
@@ -408,7 +492,7 @@ def test_verify_command_checks_a_results_folder(tmp_path, capsys):
     for path in (good, rewritten, truncated):
         _cam_file(path, n=3, size=8)
     with h5py.File(rewritten, "r+") as f:
-        f["items/img_1"][0, 0, 0] = 0.125 if f["items/img_1"][0, 0, 0] != 0.125 else 0.25
+        _flip_byte(f["items/img_1"], 0)
     truncated.write_bytes(truncated.read_bytes()[:500])
     model, bad_model = run / "round0" / "classifier.pt", run / "round0" / "segmenter.pt"
     for path in (model, bad_model):

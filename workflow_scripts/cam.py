@@ -38,7 +38,8 @@ if __name__ == "__main__":
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("cam", args.round, s, index.classes, shard=args.shard, shards=s["shards"])
     batches = same_size_batches(ids, index.size, s["cam"]["batch_size"])
-    with MapWriter(args.out, kind="cam", attrs=attrs) as writer:
+    # uint8 at 255 levels (bench/store.md: seed mIoU within +-0.001 of float32's, 1/4 of float16's bytes)
+    with MapWriter(args.out, kind="cam", attrs=attrs, quantize=255) as writer:
         # Resumed shard: skip whole batches already written. The batches are formed from the
         # full id list either way, so every image is inferred in the same company as in an
         # uninterrupted run (batched float math can depend on the batch).
@@ -53,7 +54,7 @@ if __name__ == "__main__":
                               precision=precision)
             for image_id, image_classes, cam in zip(batch, classes, cams):
                 if image_id not in writer:
-                    writer.put(image_id, cam.astype(np.float16), classes=image_classes)
+                    writer.put(image_id, cam, classes=image_classes)
             done += len(batch)
             print(f"[cam] shard {args.shard}: {done}/{len(ids)} images written", file=sys.stderr, flush=True)
             step_delay()
