@@ -15,7 +15,10 @@ the run's ``dataset.max_side``), same-sized images batched, and
 (dense CRF with ``--crf``; a run with ``segment.crf: true`` predicted with it, and
 checkpoints that do not record that setting need the flag). A mask predicted
 on an image read downscaled past ``max_side`` is scaled back to the image's size
-by nearest neighbour.
+by nearest neighbour. Memory: an image whose longer side (as read) exceeds
+``--max-side`` (default 1024, :data:`conta_core.segment.PREDICT_MAX_SIDE`) is
+predicted at that side and named in a warning, so a 4000x3000 photo needs no
+more memory than a 1024x768 one (bench/predict_memory.md).
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     crf.add_argument("--no-crf", dest="crf", action="store_false")
     p.add_argument("--batch-size", type=int, default=None,
                    help="same-sized images predicted together (default: the run's segment.predict_batch_size)")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="predict images with a longer side over this downscaled, masks scaled back "
+                        "(default 1024; 0: never; memory grows with the image's pixels)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -140,7 +146,7 @@ def predict(args: argparse.Namespace) -> int:
     from .cam_labels import same_size_batches
     from .data.images import resize_mask
     from .devices import resolve_device, set_threads, use_deterministic_algorithms
-    from .segment import CheckpointError, load_segmenter, predict_masks
+    from .segment import PREDICT_MAX_SIDE, CheckpointError, load_segmenter, oversized, predict_masks
 
     paths = collect_images(args.images)
     try:
@@ -157,6 +163,12 @@ def predict(args: argparse.Namespace) -> int:
     if batch_size < 1:
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
     sizes = image_sizes(paths, max_side)
+    predict_side = PREDICT_MAX_SIDE if args.max_side is None else (args.max_side or None)
+    if predict_side is not None and predict_side < 32:
+        raise PredictError(f"--max-side must be 0 (no limit) or >= 32, got {args.max_side}")
+    warning = oversized(paths, sizes.__getitem__, predict_side, "--max-side")
+    if warning:
+        print(f"conta-predict: warning: {warning}", file=sys.stderr)
     if args.threads is not None:
         set_threads(args.threads)
     use_deterministic_algorithms()  # as the workflow's predict step
@@ -176,7 +188,7 @@ def predict(args: argparse.Namespace) -> int:
     progress = tqdm(total=len(paths), desc="conta-predict", file=sys.stderr, disable=args.quiet)
     for batch in same_size_batches(paths, sizes.__getitem__, batch_size):
         read = [_read(path, max_side) for path in batch]
-        masks = predict_masks(model, [image for image, _ in read], device, crf)
+        masks = predict_masks(model, [image for image, _ in read], device, crf, predict_side)
         for path, (image, full), mask in zip(batch, read, masks):
             if mask.shape != full:  # read downscaled past max_side: back to the image's size
                 mask, image = resize_mask(mask, *full), _read(path, None)[0] if args.overlay else image

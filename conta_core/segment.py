@@ -14,6 +14,7 @@ from .cam_labels import same_size_batches
 from .checkpoint import CHECKSUM_KEY, payload_digest
 from .crf import dense_crf
 from .data.datasets import SegmentationDataset, to_tensor
+from .data.images import resize_mask, working_size
 from .models.backbone import build_resnet
 from .models.deeplab import DeepLabV2, msc_loss
 from .scalars import ScalarLog
@@ -155,25 +156,63 @@ def train_segmenter(index, ids: list[str], masks, settings: dict, seed: int, dev
     return model.eval(), result.history
 
 
+# The longest side DeepLab and the CRF predict at: a larger image is
+# predicted downscaled and its mask scaled back by nearest neighbour, so the memory of a
+# prediction is bounded whatever the image size (bench/predict_memory.py, numbers in
+# bench/predict_memory.md).
+PREDICT_MAX_SIDE = 1024
+
+
+def _downscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+
+
 @torch.no_grad()
-def predict_masks(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool) -> list[np.ndarray]:
-    """uint8 [H, W] masks of same-sized images, predicted in one pass."""
+def predict_masks(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool,
+                  max_side: int | None = PREDICT_MAX_SIDE) -> list[np.ndarray]:
+    """uint8 [H, W] masks of same-sized images, predicted in one pass; images with a side over
+    ``max_side`` (None: no limit) are predicted at that size and their masks scaled back."""
+    height, width = images[0].shape[:2]
+    size = working_size(height, width, max_side)
+    if size != (height, width):
+        images = [_downscale(image, *size) for image in images]
     logits = model.predict(torch.stack([to_tensor(image) for image in images]).to(device))
     if not crf:
-        return list(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
-    probs = torch.softmax(logits, dim=1).cpu().numpy()
-    return [dense_crf(image, p).argmax(axis=0).astype(np.uint8) for image, p in zip(images, probs)]
+        masks = list(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+    else:
+        probs = torch.softmax(logits, dim=1).cpu().numpy()
+        del logits
+        masks = [dense_crf(image, p, max_side=None).argmax(axis=0).astype(np.uint8)
+                 for image, p in zip(images, probs)]
+    return [resize_mask(mask, height, width) for mask in masks]
+
+
+def oversized(ids: list, size_of, max_side: int | None, limit: str = "the prediction max side") -> str | None:
+    """A warning naming the images predicted downscaled past ``max_side`` (None if there are none)."""
+    big = [(i, size_of(i)) for i in ids if max_side and max(size_of(i)) > max_side]
+    if not big:
+        return None
+    shown = ", ".join(f"{str(i)!r} ({w}x{h})" for i, (h, w) in big[:10])
+    more = f" and {len(big) - 10} more" if len(big) > 10 else ""
+    return (f"{len(big)} image(s) are larger than {limit} {max_side}: predicted at that "
+            f"size (memory bound) and their masks scaled back by nearest neighbour: {shown}{more}")
 
 
 def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device, crf: bool, writer,
-                  batch_size: int) -> None:
+                  batch_size: int, max_side: int | None = PREDICT_MAX_SIDE) -> None:
     """Predict ``ids`` into ``writer`` in batches of same-sized images, skipping images it
-    already holds (a resumed shard)."""
+    already holds (a resumed shard); ``max_side``: see :func:`predict_masks`."""
     model.to(device).eval()
     todo = writer.pending(ids)
+    warning = oversized(todo, index.size, max_side)
+    if warning:
+        print(f"[predict] warning: {warning}", file=sys.stderr, flush=True)
     progress = tqdm(total=len(todo), desc="predict", file=sys.stderr, mininterval=5.0)
     for batch in same_size_batches(todo, index.size, batch_size):
-        for image_id, mask in zip(batch, predict_masks(model, [index.read_image(i) for i in batch], device, crf)):
+        masks = predict_masks(model, [index.read_image(i) for i in batch], device, crf, max_side)
+        for image_id, mask in zip(batch, masks):
             writer.put(image_id, mask)
         progress.update(len(batch))
     progress.close()
