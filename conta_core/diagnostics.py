@@ -109,10 +109,11 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float |
         for b, image_id in enumerate(batch):
             classes = [c - 1 for c in index.labels(image_id)]
             own = cams["own"][b, classes]
-            peak = own.flatten(1).max(dim=1).values.clamp_min(1e-12)
+            peak = own.flatten(1).max(dim=1).values
+            live = peak > 1e-6  # a class with no positive CAM has no peak to measure a change against
             for other in changes:
                 diff = (own - cams[other][b, classes]).abs().flatten(1).mean(dim=1)
-                changes[other].extend((100.0 * diff / peak).tolist())
+                changes[other].extend((100.0 * diff[live] / peak[live]).tolist())
             truth = index.read_mask(image_id)
             for condition in CONDITIONS:
                 full = F.interpolate(cams[condition][b:b + 1, classes], size=(height, width), mode="bilinear",

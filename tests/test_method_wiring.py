@@ -46,7 +46,7 @@ def test_expand_method_must_be_one_the_method_offers():
                                          r"'irnet'; choose one of \['crf', 'irnet'\]"):
         Steps(config_with(expand__method="affinitynet"))
     with pytest.raises(ValueError, match=r"config key expand.method: 'irnet' is not available for method 'seam'"):
-        Steps(config_with(method="seam", expand__method="irnet"))
+        Steps(config_with(method="seam", classifier__backbone="resnet38", expand__method="irnet"))
     with pytest.raises(ValueError, match=r"config key method: method must be one of .* got 'sem'"):
         Steps(config_with(method="sem"))
 
@@ -76,14 +76,17 @@ def test_workflow_steps_are_the_recipes_steps():
 @pytest.mark.parametrize("method, expansion, label_keys", [("irnet", "crf", {"bg_threshold": 0.5}),
                                                            ("seam", "crf", {"bg_power": 16.0})])
 def test_method_reaches_the_classifier_and_scoring_steps(method, expansion, label_keys):
-    steps = Steps(config_with(method=method, expand__method=expansion))
+    backbone = {"irnet": 18, "seam": "resnet38"}
+    steps = Steps(config_with(method=method, classifier__backbone=backbone[method], expand__method=expansion))
     for step in ("train_classifier", "cam", "evaluate", "diagnose", "overlays"):
         assert steps.settings(step, 1)["method"] == method, step
     for step in ("evaluate", "diagnose", "overlays"):
         assert steps.settings(step, 1)["cam"] == label_keys, step
     assert "bg_power" not in steps.settings("cam", 1)["cam"]  # scoring only: never reruns the CAMs
     assert "method" not in steps.settings("expand", 0)  # the expansion's own keys only
-    other = Steps(config_with(method="seam" if method == "irnet" else "irnet", expand__method=expansion))
+    other_method = "seam" if method == "irnet" else "irnet"
+    other = Steps(config_with(method=other_method, classifier__backbone=backbone[other_method],
+                              expand__method=expansion))
     assert steps.digest("expand", 0) != other.digest("expand", 0)  # through the CAM digest
 
 

@@ -24,6 +24,7 @@ from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 TINY_IRNET = REPO / "tests" / "configs" / "tiny_irnet.yaml"
+TINY_SEAM = REPO / "tests" / "configs" / "tiny_seam.yaml"
 SCHEMA = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
 ROUNDS = 1  # tiny.yaml: rounds 0 and 1
 
@@ -109,8 +110,15 @@ def irnet_run(tmp_path_factory):
     return Run(tmp_path_factory.mktemp("irnet"), [TINY, TINY_IRNET], {"expand": {"method": "irnet"}})
 
 
+@pytest.fixture(scope="module")
+def seam_run(tmp_path_factory):
+    return Run(tmp_path_factory.mktemp("seam"), [TINY, TINY_SEAM], {"method": "seam"})
+
+
 # -- every key of the schema -----------------------------------------------------------------------
 def schema_keys(node=SCHEMA, path=()):
+    if "$ref" in node:  # a shared definition (e.g. a CRF section): its keys are the key's
+        node = {**SCHEMA["definitions"][node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
     if node.get("type") == "object" and "properties" in node:
         for key, child in node["properties"].items():
             yield from schema_keys(child, path + (key,))
@@ -152,7 +160,11 @@ SPECIAL_VALUES = {"device": "cpu", "dataset.train_split": "val", "dataset.eval_s
                   "dataset.classes": ["background", "a", "b"], "dataset.label_map": {"0": 0},
                   "conta.mode": "seg_mask", "expand.irnet.train.weights": "none",
                   "classifier.weights": "imagenet", "segment.weights": "imagenet",
-                  "report.overlay_ids": ["train_0000"]}
+                  "report.overlay_ids": ["train_0000"], "classifier.frozen_blocks": ["conv1a"],
+                  "expand.affinitynet.train.frozen_blocks": ["conv1a"]}
+
+
+UNCHANGEABLE = object()  # a one-value enum: nothing else to plan
 
 
 def changed(key: str, node: dict, current):
@@ -162,7 +174,7 @@ def changed(key: str, node: dict, current):
     if "$ref" in node:
         node = {**SCHEMA["definitions"][node["$ref"].split("/")[-1]], **node}
     if "enum" in node:
-        return next(v for v in node["enum"] if v != current)
+        return next((v for v in node["enum"] if v != current), UNCHANGEABLE)
     if "anyOf" in node:
         return next(v for option in node["anyOf"] for v in option.get("enum", [option.get("const")])
                     if v is not None and v != current)
@@ -198,22 +210,21 @@ READERS = [
     ("device threads resources.* classifier.num_workers segment.num_workers segment.predict_batch_size "
      "cam.batch_size logging.*", "any", NOTHING),
     ("expand.irnet.train.num_workers expand.irnet.walk.batch_size", "any", NOTHING),
-    # evaluation only (cam.bg_power: method seam's, read by nothing under irnet)
-    ("cam.bg_power", "any", NOTHING),
-    ("cam.bg_threshold", "any", lambda run: run.select("evaluate") | run.select("diagnose")
+    # evaluation only: each method reads its own threshold (irnet cam.bg_threshold, seam cam.bg_power)
+    ("cam.bg_power", "crf irnet", NOTHING),
+    ("cam.bg_threshold", "affinitynet", NOTHING),
+    ("cam.bg_threshold cam.bg_power", "any", lambda run: run.select("evaluate") | run.select("diagnose")
      | run.select("overlays")),  # overlays: the CAM seeds drawn
     # the report's overlays only (rules of the report, where present)
     ("report.*", "any", lambda run: {j for j in run.jobs if "overlay" in j[0] or "report" in j[0]}),
     # keys the synthetic dataset does not read
     ("dataset.root dataset.sbd_root dataset.aug_masks dataset.label_source dataset.mask_shards "
      "dataset.verify_images", "any", NOTHING),
+    ("dataset.saliency_root", "crf irnet affinitynet", NOTHING),  # DSRG's seeds step only
     ("dataset.synthetic.*", "any", lambda run: run.select("generate_synthetic")),
     ("dataset.*", "any", lambda run: run.select("dataset_index")),
     ("seed", "any", lambda run: run.select("train_classifier") | run.select("train_segmenter")
      | run.select("confounder") | run.select("train_relation")),
-    # the method: its classifier, so everything after it (the CAM step, scoring and overlays read
-    # it too, all downstream of the classifier)
-    ("method", "any", lambda run: run.select("train_classifier")),
     ("classifier.*", "any", lambda run: run.select("train_classifier")),
     ("cam.*", "any", lambda run: run.select("cam")),
     # CONTA: rounds >= 1, and the confounder built for them
@@ -232,16 +243,26 @@ READERS = [
     ("expand.irnet.ir_label.*", "irnet", lambda run: run.select("ir_label")),
     ("expand.irnet.train.*", "irnet", lambda run: run.select("train_relation")),
     ("expand.irnet.walk.*", "irnet", lambda run: run.select("expand")),
+    ("expand.affinitynet.*", "crf irnet", NOTHING),
+    ("expand.affinitynet.alpha_low expand.affinitynet.alpha_high expand.affinitynet.crf.*", "affinitynet",
+     lambda run: run.select("aff_label")),
+    ("expand.affinitynet.train.num_workers", "affinitynet", NOTHING),
+    ("expand.affinitynet.train.*", "affinitynet", lambda run: run.select("train_affinity")),
+    ("expand.affinitynet.radius", "affinitynet", lambda run: run.select("train_affinity") | run.select("expand")),
+    ("expand.affinitynet.*", "affinitynet", lambda run: run.select("expand")),
 ]
 # Keys that change which jobs exist (paths, rounds, shards, methods): checked one by one below.
-STRUCTURAL = {"run", "rounds", "shards", "dataset.kind", "dataset.train_split", "dataset.eval_split",
+STRUCTURAL = {"run", "method", "rounds", "shards", "dataset.kind", "dataset.train_split", "dataset.eval_split",
               "expand.method", "segment.predict_train_all"}
 
 
 def readers(key: str, baseline: str):
     for patterns, where, direct in READERS:
-        if where in ("any", baseline) and any(fnmatch.fnmatchcase(key, p) for p in patterns.split()):
+        if (where == "any" or baseline in where.split()) and any(fnmatch.fnmatchcase(key, p) for p in patterns.split()):
             return direct
+    parts = key.split(".")
+    if parts[0] == "expand" and len(parts) > 2 and parts[1] != baseline:
+        return NOTHING  # another expansion's section: read only where that expansion is chosen
     raise AssertionError(f"config key {key} is not classified in tests/test_rerun_keys.py READERS: "
                          f"say which steps read it")
 
@@ -253,6 +274,8 @@ def check_keys(run: Run, baseline: str, keys: list[str]):
             continue
         current = get(config, key)
         value = changed(key, node, node.get("default") if current is None else current)
+        if value is UNCHANGEABLE:
+            continue
         planned = run.plan(nested(key, value))
         expected = run.downstream(readers(key, baseline)(run))
         if planned != expected:
@@ -264,7 +287,7 @@ def check_keys(run: Run, baseline: str, keys: list[str]):
 def test_every_key_is_classified():
     for key, _ in schema_keys():
         if key not in STRUCTURAL:
-            readers(key, "crf"), readers(key, "irnet")
+            readers(key, "crf"), readers(key, "irnet"), readers(key, "affinitynet")
 
 
 def test_each_key_reruns_exactly_its_readers_crf(crf_run):
@@ -275,6 +298,16 @@ def test_each_key_reruns_exactly_its_readers_crf(crf_run):
 def test_each_key_reruns_exactly_its_readers_irnet(irnet_run):
     keys = [k for k, _ in schema_keys() if k.startswith("expand.") and k not in STRUCTURAL]
     check_keys(irnet_run, "irnet", keys)
+
+
+def test_each_key_reruns_exactly_its_readers_seam(seam_run):
+    """method seam, expand.method affinitynet: its expansion's keys and the CAM-as-mask thresholds."""
+    width = "expand.affinitynet.train.width"  # must equal classifier.width while the trunk is the classifier's
+    keys = [k for k, _ in schema_keys() if (k.startswith("expand.") or k.startswith("cam.bg_"))
+            and k not in STRUCTURAL and k != width]
+    check_keys(seam_run, "affinitynet", keys)
+    planned = seam_run.plan({"expand": {"affinitynet": {"train": {"width": 0.125, "weights": "none"}}}})
+    assert planned == seam_run.downstream(seam_run.select("train_affinity"))
 
 
 def rules_of(jobs: set) -> dict:
@@ -313,6 +346,10 @@ def test_structural_keys(crf_run):
     assert rules_of(planned).get("train_relation") == ROUNDS + 1
     assert ("train_classifier", (("round", "0"),)) not in planned
     assert ("cam", (("round", "0"), ("shard", "0"))) not in planned
+    # Another method (SEAM, with the classifier architecture it requires): every classifier and
+    # everything after it (the CAM step, scoring and overlays read the method too, all downstream).
+    planned = run.plan({"method": "seam", "classifier": {"backbone": "resnet38"}})
+    assert planned == run.downstream(run.select("train_classifier"))
     # Another dataset kind: the index and everything after it, nothing generated.
     planned = run.plan({"dataset": {"kind": "voc_layout", "root": "/nonexistent"}})
     assert planned == run.downstream(run.select("dataset_index"))
