@@ -88,12 +88,13 @@ def classifier_without_m(path, num_classes: int):
     """The round's classifier from its ``classifier.pt`` as SEC's saliency reads it: trunk and class
     convolution, no CONTA splice (built from the file's own classifier settings, so no confounder
     is needed in CONTA rounds). Returns the model in eval mode."""
+    from . import methods
     from .checkpoint import load_model_file
-    from .classify import build_classifier
 
     state = load_model_file(path)  # verified: a damaged file is deleted for a rebuild
-    settings = state["meta"]["settings"]["classifier"]
-    model = build_classifier(settings, num_classes, {"mode": "off"}, 0, None, load_weights=False)
+    settings = state["meta"]["settings"]
+    build = methods.get(settings.get("method", "irnet")).build_round_classifier.load()
+    model = build(settings["classifier"], num_classes, {"mode": "off"}, 0, None, load_weights=False)
     own = model.state_dict()
     missing = [k for k in own if k not in state["model"]]
     if missing:

@@ -133,6 +133,14 @@ def method_recipe(config: dict):
         raise ValueError(f"config key method: {name!r} is not wired into the workflow yet (its recipe, "
                          f"conta_core/methods/{name}.py, names no build/train_round_classifier); wired: "
                          f"{wired_methods()}")
+    # Where the shared classifier builds the trunk from classifier.backbone (classify.build_backbone),
+    # a named architecture in the recipe's defaults (sec: vgg16) is required; a ResNet depth
+    # (dsrg: 101) is the paper's value only (the demo uses 18).
+    required = recipe.defaults.get("classifier", {}).get("backbone")
+    shared = recipe.build_round_classifier.target == "conta_core.classify:build_classifier"
+    if shared and isinstance(required, str) and config["classifier"].get("backbone") != required:
+        raise ValueError(f"config key classifier.backbone: method {name!r} uses {required!r}, got "
+                         f"{config['classifier'].get('backbone')!r} (presets/demo_{name}.yaml sets it)")
     expansion = config["expand"]["method"]
     if expansion not in recipe.expansions:
         raise ValueError(f"config key expand.method: {expansion!r} is not available for method {name!r}; "
