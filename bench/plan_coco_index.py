@@ -14,7 +14,11 @@ Two measurements:
    rows); plan, all mask shards and the published index present, so the plan
    starts at training. Each is a separate process, timed end to end.
 
-Run: ``python bench/plan_coco_index.py [--mask-shards 16] [--repeats 3]``.
+Run: ``python bench/plan_coco_index.py [--mask-shards 16] [--repeats 3] [--preset coco14_seam_conta.yaml]``.
+
+``--voc`` times a VOC-sized plan instead (10,582 train_aug + 1,464 train + 1,449 val ids
+published in results/<run>/dataset; ``--preset`` a voc12 preset, e.g. voc12_seam_conta.yaml):
+nothing built, then the index present.
 """
 from __future__ import annotations
 
@@ -36,8 +40,29 @@ from conta_core.data.index import DatasetIndex, Item, Scan, finish_index
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "presets" / "coco14_irnet_conta.yaml"
-RUN = "coco14_irnet_conta"  # the preset's run name
 SIZES = {"train": 82_783, "val": 40_504}
+VOC_SIZES = {"train_aug": 10_582, "train": 1_464, "val": 1_449}
+
+
+def run_name(preset: Path) -> str:
+    import yaml
+
+    return yaml.safe_load(preset.read_text())["run"]
+
+
+def fake_voc_scan(root: Path) -> Scan:
+    """A VOC-sized voc12 scan (no files behind it: planning reads none)."""
+    rng = np.random.default_rng(0)
+    classes = ["background"] + [f"class{i}" for i in range(1, 21)]
+    scan = Scan("voc12", root, classes, 255, None)
+    for split, size in VOC_SIZES.items():
+        ids = [f"2008_{split}_{n:06d}" for n in range(size)]
+        for image_id, draw in zip(ids, rng.integers(1, 21, (size, 2)).tolist()):
+            scan.items[image_id] = Item(str(root / "JPEGImages" / f"{image_id}.jpg"),
+                                        str(root / "SegmentationClass" / f"{image_id}.png"), 375, 500,
+                                        tuple(sorted(set(draw))))
+        scan.splits[split] = ids
+    return scan
 
 
 def fake_scan(root: Path, mask_dir: Path, num_shards: int) -> Scan:
@@ -72,11 +97,12 @@ def time_index(num_shards: int) -> None:
           f"{len(shards)} mask shards {loaded:.2f} s")
 
 
-def snakemake_plan(work: Path, root: Path, mask_shards: int) -> tuple[float, dict[str, int]]:
+def snakemake_plan(work: Path, root: Path, mask_shards: int, preset: Path = PRESET,
+                   dataset: str | None = None) -> tuple[float, dict[str, int]]:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(work), "--configfile", str(PRESET), "--cores", "2", "-n", "--quiet", "rules",
-           "--config", f"dataset={{root: {root}, mask_shards: {mask_shards}}}"]
+           "--directory", str(work), "--configfile", str(preset), "--cores", "2", "-n", "--quiet", "rules",
+           "--config", dataset or f"dataset={{root: {root}, mask_shards: {mask_shards}}}"]
     start = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
@@ -87,7 +113,40 @@ def snakemake_plan(work: Path, root: Path, mask_shards: int) -> tuple[float, dic
     return elapsed, jobs
 
 
-def time_snakemake(mask_shards: int, repeats: int) -> None:
+def report(preset: Path, what: str, states: list) -> None:
+    print(f"snakemake -n, presets/{preset.name}, {what} [target < 10 s]:")
+    for state, fastest, slowest, jobs in states:
+        picked = {k: jobs[k] for k in ("dataset_index", "render_coco_masks", "dataset_ready", "train_classifier",
+                                       "aff_label", "train_affinity", "train_relation", "total") if k in jobs}
+        verdict = "ok" if slowest < 10 else "TOO SLOW"
+        print(f"  {state:32s} {fastest:5.2f} .. {slowest:5.2f} s  {verdict}  jobs {picked}")
+
+
+def time_voc(preset: Path, repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        devkit, sbd = tmp / "VOCdevkit", tmp / "benchmark_RELEASE"
+        voc = devkit / "VOC2012"
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"):
+            (voc / sub).mkdir(parents=True)
+        (sbd / "dataset" / "cls").mkdir(parents=True)
+        work = tmp / "work"
+        dataset_arg = f"dataset={{root: {devkit}, sbd_root: {sbd}}}"
+        states = []
+
+        def measure(state: str) -> None:
+            runs = [snakemake_plan(work, devkit, 0, preset, dataset_arg) for _ in range(repeats)]
+            states.append((state, min(t for t, _ in runs), max(t for t, _ in runs), runs[-1][1]))
+
+        measure("nothing built")
+        dataset = work / "results" / run_name(preset) / "dataset"
+        finish_index(fake_voc_scan(voc), {"train_split": "train_aug", "eval_split": "val"}, dataset)
+        (dataset / "sbd_masks.h5").touch()
+        measure("index present")
+    report(preset, f"VOC-sized index ({sum(VOC_SIZES.values())} ids)", states)
+
+
+def time_snakemake(mask_shards: int, repeats: int, preset: Path = PRESET) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         root = tmp / "coco"
@@ -96,13 +155,13 @@ def time_snakemake(mask_shards: int, repeats: int) -> None:
             (root / "annotations" / name).write_text(json.dumps({"images": [], "annotations": [],
                                                                   "categories": []}))
         work = tmp / "work"
-        dataset = work / "results" / RUN / "dataset"
+        dataset = work / "results" / run_name(preset) / "dataset"
         states = []
 
         def measure(state: str) -> None:
             times, jobs = [], {}
             for _ in range(repeats):
-                elapsed, jobs = snakemake_plan(work, root, mask_shards)
+                elapsed, jobs = snakemake_plan(work, root, mask_shards, preset)
                 times.append(elapsed)
             states.append((state, min(times), max(times), jobs))
 
@@ -120,22 +179,22 @@ def time_snakemake(mask_shards: int, repeats: int) -> None:
             shutil.copy(dataset / "plan" / name, dataset / name)
         measure("plan + shards + index present")
 
-    print(f"snakemake -n, presets/coco14_irnet_conta.yaml, mask_shards {mask_shards}, "
-          f"{repeats} run(s) each [target < 10 s]:")
-    for state, fastest, slowest, jobs in states:
-        picked = {k: jobs[k] for k in ("dataset_index", "render_coco_masks", "dataset_ready",
-                                       "train_classifier", "total") if k in jobs}
-        verdict = "ok" if slowest < 10 else "TOO SLOW"
-        print(f"  {state:32s} {fastest:5.2f} .. {slowest:5.2f} s  {verdict}  jobs {picked}")
+    report(preset, f"COCO-sized index, mask_shards {mask_shards}, {repeats} run(s) each", states)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mask-shards", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--preset", default=PRESET.name, help="a preset file name under presets/")
+    parser.add_argument("--voc", action="store_true", help="a VOC-sized index (a voc12 preset)")
     args = parser.parse_args()
+    preset = REPO / "presets" / args.preset
+    if args.voc:
+        time_voc(preset, args.repeats)
+        return
     time_index(args.mask_shards)
-    time_snakemake(args.mask_shards, args.repeats)
+    time_snakemake(args.mask_shards, args.repeats, preset)
 
 
 if __name__ == "__main__":
