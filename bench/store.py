@@ -1,0 +1,343 @@
+"""Benchmark: the artifact store against IRNet's one-.npy-per-image format, on the same CAMs.
+
+    python bench/store.py                       # both CAM sets, 5 runs, the default encoding
+    python bench/store.py --candidates          # also every codec / dtype candidate
+    python bench/store.py --runs 3 --json out.json
+
+The CAM sets (200 each):
+- ``demo``: the demo's round-0 CAMs (results/demo/round0/cam/*.h5, 96x96, 1-4 classes, from a
+  network trained from scratch: diffuse, ~6 % zeros), float32 as the network gave them
+  up to their stored float16; skipped if the demo has not run.
+- ``voc``: VOC-size synthetic CAMs: 333-500 x 375-500 pixels, 1-3 of 20 classes per image (as
+  VOC's), each map a sum of Gaussian blobs plus noise made at stride 16, upsampled
+  bilinearly, cut at 0.1 (the ReLU), max-normalised: smooth, ~2/3 zeros.
+
+The formats, each holding the full-resolution CAMs and the class ids:
+- ``npy``: IRNet's make_cam output, ``np.save(<id>.npy, {"keys": ..., "high_res": float32})``,
+  one file per image, read with ``np.load(allow_pickle=True).item()`` (IRNet also stores the
+  stride-4 ``cam``, which the project derives: left out, so npy is not made bigger than ours);
+- ``store``: ``MapWriter``/``MapReader`` as the CAM step writes them (``--candidates``: other
+  codecs and dtypes);
+- ``before``: the store as it was (``--before``, a git commit: conta_core/store.py of that
+  commit, loaded from git): conta-maps/1, float16 CAMs gzip-4 + shuffle in HDF5 chunks,
+  checksums in per-item attributes; its float16 read is converted to float32 as the
+  consumers do.
+
+Measured per format, median of ``--runs`` (min-max in brackets): bytes (st_size; the npy
+files also round up to 4 KiB blocks on disk, not counted); write time of all 200; reading
+100 random ids as float32 arrays (what the consumers use; a reader's open is included),
+warm (files in the page cache, same process) and cold: every file's pages dropped from the
+page cache with ``posix_fadvise(DONTNEED)`` after an ``fsync`` (no root needed; ``fincore``
+confirms 0 resident bytes when installed), then a fresh Python process reads (its start and
+imports not timed). The seed labels (``cam_to_label``) of the stored CAMs are compared with
+those of the float32 CAMs at several background thresholds: pixels changed, and the mIoU of
+the one labelling against the other.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from conta_core.cam_labels import cam_to_label  # noqa: E402
+from conta_core.store import MapReader, MapWriter  # noqa: E402
+
+DEFAULT = {"codec": None, "quantize": 255}  # as workflow_scripts/cam.py writes CAMs
+CANDIDATES = {
+    "u8 lz4": {"codec": "lz4", "quantize": 255},
+    "u8 lz4hc": {"codec": "lz4hc", "quantize": 255},
+    "u8 zlib1": {"codec": "zlib1", "quantize": 255},
+    "u8 raw": {"codec": "raw", "quantize": 255},
+    "u16 lz4": {"codec": "lz4", "quantize": 65535},
+    "f16 lz4": {"codec": "lz4", "quantize": None, "dtype": "float16"},
+}
+THRESHOLDS = (0.05, 0.15, 0.25, 0.3, 0.5, 0.6)
+
+
+# --- the CAM sets -------------------------------------------------------------------------
+def demo_cams(n: int) -> list[tuple[str, list[int], np.ndarray]] | None:
+    out = []
+    for path in sorted((REPO / "results" / "demo" / "round0" / "cam").glob("*.h5")):
+        with MapReader(path, remove_damaged=False) as r:  # either format; never deletes a demo file
+            out += [(i, [int(c) for c in r.item_attrs(i)["classes"]], r.get(i).astype(np.float32))
+                    for i in r.ids()[:n - len(out)]]
+        if len(out) >= n:
+            break
+    return out or None
+
+
+def _upsample(low: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.Resampling.BILINEAR))
+                     for m in low])
+
+
+def voc_cams(n: int, seed: int = 0) -> list[tuple[str, list[int], np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        height, width = (int(rng.choice([333, 375, 375, 375, 500, 281])), 500)
+        if rng.random() < 0.3:
+            height, width = width, height
+        classes = sorted(int(c) + 1 for c in rng.choice(20, int(rng.choice([1, 1, 1, 2, 2, 3])), replace=False))
+        hs, ws = -(-height // 16), -(-width // 16)
+        yy, xx = np.mgrid[0:hs, 0:ws]
+        low = np.zeros((len(classes), hs, ws), np.float32)
+        for c in range(len(classes)):
+            for _ in range(int(rng.integers(1, 4))):
+                cy, cx, s = rng.uniform(0, hs), rng.uniform(0, ws), rng.uniform(1.5, hs / 3)
+                low[c] += rng.uniform(0.3, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
+            low[c] += 0.05 * rng.standard_normal((hs, ws))
+        cam = np.maximum(_upsample(low, height, width) - 0.1, 0)
+        cam /= cam.reshape(len(classes), -1).max(1)[:, None, None] + 1e-5
+        out.append((f"voc_{i:04d}", classes, cam.astype(np.float32)))
+    return out
+
+
+# --- the formats ----------------------------------------------------------------------------
+def write_npy(folder: Path, cams) -> None:
+    folder.mkdir(parents=True)
+    for image_id, classes, cam in cams:
+        np.save(folder / f"{image_id}.npy", {"keys": np.asarray(classes), "high_res": cam})
+
+
+def read_npy(folder: Path, ids) -> None:
+    for image_id in ids:
+        np.load(folder / f"{image_id}.npy", allow_pickle=True).item()["high_res"]
+
+
+_BEFORE: dict[str, object] = {}
+
+
+def store_at(commit: str | None):
+    """conta_core.store as of ``commit`` (None: the working tree's)."""
+    if commit is None:
+        return sys.modules["conta_core.store"]
+    if commit not in _BEFORE:
+        import importlib.util
+
+        source = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:conta_core/store.py"],
+                                capture_output=True, check=True).stdout
+        path = Path(tempfile.mkdtemp()) / "store_before.py"
+        path.write_bytes(source)
+        spec = importlib.util.spec_from_file_location(f"conta_core._store_{commit}", path)
+        module = importlib.util.module_from_spec(spec)
+        module.__package__ = "conta_core"  # its relative imports: the current integrity, journal
+        spec.loader.exec_module(module)
+        _BEFORE[commit] = module
+    return _BEFORE[commit]
+
+
+def write_store(path: Path, cams, setting: dict) -> None:
+    dtype, before = setting.get("dtype"), setting.get("before")
+    if before:  # as workflow_scripts/cam.py wrote CAMs then
+        with store_at(before).MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+            for image_id, classes, cam in cams:
+                w.put(image_id, cam.astype(np.float16), classes=classes)
+        return
+    with MapWriter(path, kind="cam", codec=setting["codec"], quantize=setting["quantize"],
+                   attrs={"round": 0}) as w:
+        for image_id, classes, cam in cams:
+            w.put(image_id, cam.astype(dtype) if dtype else cam, classes=classes)
+
+
+def read_store(path: Path, ids, before: str | None = None) -> None:
+    with store_at(before).MapReader(path, kind="cam") as r:
+        for image_id in ids:
+            r.get(image_id).astype(np.float32, copy=False)
+
+
+def files_of(target: Path) -> list[Path]:
+    return sorted(target.iterdir()) if target.is_dir() else [target]
+
+
+def drop_cache(target: Path) -> int:
+    """Evict the files' pages (written and synced first); the bytes fincore still sees resident."""
+    for path in files_of(target):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    if shutil.which("fincore"):
+        out = subprocess.run(["fincore", "-b", "-n", "-o", "RES", *map(str, files_of(target))],
+                             capture_output=True, text=True).stdout
+        return sum(int(x) for x in out.split())
+    return -1
+
+
+def cold_read(fmt: str, target: Path, ids, before: str | None = None) -> float:
+    """Seconds a fresh process takes to read ``ids`` (imports done before the clock starts)."""
+    code = ("import sys, time, json; sys.path.insert(0, sys.argv[1]); import bench.store as b; "
+            "ids, before = json.loads(sys.argv[4]), sys.argv[5] or None; b.store_at(before); "
+            "t = time.perf_counter(); "
+            "b.read_npy(b.Path(sys.argv[3]), ids) if sys.argv[2] == 'npy' else "
+            "b.read_store(b.Path(sys.argv[3]), ids, before); "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO), fmt, str(target), json.dumps(list(ids)),
+                          before or ""], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def measure(fmt: str, cams, work: Path, runs: int, rng, setting: dict | None = None) -> dict:
+    ids_all = [c[0] for c in cams]
+    rows = {"write_s": [], "warm_s": [], "cold_s": [], "resident_after_drop": []}
+    for run in range(runs):
+        target = work / f"{fmt}-{run}" if fmt == "npy" else work / f"{fmt}-{run}.h5"
+        t = time.perf_counter()
+        write_npy(target, cams) if fmt == "npy" else write_store(target, cams, setting)
+        rows["write_s"].append(time.perf_counter() - t)
+        before = (setting or {}).get("before")
+        read = read_npy if fmt == "npy" else (lambda path, ids: read_store(path, ids, before))
+        read(target, ids_all)  # the page cache holds every byte now
+        ids = list(rng.choice(ids_all, min(100, len(ids_all)), replace=False))
+        t = time.perf_counter()
+        read(target, ids)
+        rows["warm_s"].append(time.perf_counter() - t)
+        rows["resident_after_drop"].append(drop_cache(target))
+        ids = list(rng.choice(ids_all, min(100, len(ids_all)), replace=False))
+        rows["cold_s"].append(cold_read(fmt, target, ids, before))
+    rows["bytes"] = sum(p.stat().st_size for p in files_of(target))
+    for run in range(runs):
+        target = work / f"{fmt}-{run}" if fmt == "npy" else work / f"{fmt}-{run}.h5"
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return rows
+
+
+def _miou(conf: np.ndarray) -> float:
+    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
+    present = union > 0
+    return float((np.diag(conf)[present] / union[present]).mean())
+
+
+def _confusion(a: np.ndarray, b: np.ndarray, void: int = 255) -> np.ndarray:
+    keep = (a != void) & (b != void)
+    return np.bincount(a[keep].astype(np.int64) * 21 + b[keep], minlength=441).reshape(21, 21)
+
+
+def demo_masks(ids) -> dict | None:
+    """The demo's ground-truth masks of ``ids`` (None without the demo's dataset index)."""
+    try:
+        from conta_core.data.index import DatasetIndex
+
+        index = DatasetIndex.load(REPO / "results" / "demo" / "dataset")
+        return {i: index.read_mask(i) for i in ids}
+    except Exception as err:  # noqa: BLE001 - the comparison is optional
+        print(f"  (no ground truth for the seeds' mIoU: {err})")
+        return None
+
+
+def label_effect(cams, work: Path, setting: dict, masks: dict | None) -> dict:
+    """Seed labels of the stored CAMs against those of the float32 CAMs, per background threshold:
+    pixels changed, mIoU of one labelling against the other, and (``masks``) the mIoU of
+    each against the ground truth."""
+    path = work / "labels.h5"
+    write_store(path, cams, setting)
+    changed = {t: 0 for t in THRESHOLDS}
+    conf = {t: np.zeros((21, 21), np.int64) for t in THRESHOLDS}
+    truth = {t: [np.zeros((21, 21), np.int64), np.zeros((21, 21), np.int64)] for t in THRESHOLDS}
+    pixels = 0
+    with store_at(setting.get("before")).MapReader(path) as r:
+        for image_id, classes, cam in cams:
+            stored = r.get(image_id).astype(np.float32)
+            pixels += cam.shape[1] * cam.shape[2]
+            for t in THRESHOLDS:
+                a, b = cam_to_label(cam, classes, t), cam_to_label(stored, classes, t)
+                changed[t] += int((a != b).sum())
+                conf[t] += _confusion(a, b)
+                if masks is not None:
+                    truth[t][0] += _confusion(masks[image_id], a)
+                    truth[t][1] += _confusion(masks[image_id], b)
+    path.unlink()
+    out = {}
+    for t in THRESHOLDS:
+        out[t] = {"changed_pct": 100 * changed[t] / pixels, "miou_vs_f32": _miou(conf[t])}
+        if masks is not None:
+            out[t]["miou_gt_f32"], out[t]["miou_gt_stored"] = _miou(truth[t][0]), _miou(truth[t][1])
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--candidates", action="store_true", help="time every encoding candidate too")
+    p.add_argument("--sets", nargs="+", default=["demo", "voc"])
+    p.add_argument("--before", default="2cf19a4",
+                   help="git commit of the store to compare with ('' for none; default: the last "
+                        "conta-maps/1 store)")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--workdir", type=Path, help="where the files go (default: a temporary folder)")
+    args = p.parse_args(argv)
+
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs; "
+          f"{args.runs} runs, median [min-max]")
+    settings = {"store": DEFAULT, **(CANDIDATES if args.candidates else {})}
+    if args.before:
+        settings["before"] = {"before": args.before}
+    results = {"load_before": load, "sets": {}}
+    rng = np.random.default_rng(0)
+    for name in args.sets:
+        cams = demo_cams(args.n) if name == "demo" else voc_cams(args.n)
+        if cams is None:
+            print(f"\n[{name}] skipped: no results/demo/round0/cam/*.h5 (run the demo first)")
+            continue
+        zeros = float(np.mean([(c[2] == 0).mean() for c in cams]))
+        masks = demo_masks([c[0] for c in cams]) if name == "demo" else None
+        shape = cams[0][2].shape
+        print(f"\n[{name}] {len(cams)} CAMs, e.g. {shape}, {zeros:.0%} zeros")
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            work = Path(tmp)
+            rows = {"npy": measure("npy", cams, work, args.runs, rng)}
+            for label, setting in settings.items():
+                rows[label] = measure("store", cams, work, args.runs, rng, setting)
+                rows[label]["labels"] = label_effect(cams, work, setting, masks)
+        results["sets"][name] = {"zeros": zeros, "rows": rows}
+        print_table(rows)
+    results["load_after"] = os.getloadavg()
+    print(f"\nload average after {results['load_after'][0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=float))
+    return 0
+
+
+def _stat(values, scale=1e3) -> str:
+    return f"{statistics.median(values) * scale:7.1f} [{min(values) * scale:.1f}-{max(values) * scale:.1f}]"
+
+
+def print_table(rows: dict) -> None:
+    base = rows["npy"]
+    print(f"{'format':10s} {'bytes':>11s} {'of npy':>7s} {'write 200 ms':>22s} {'warm 100 ms':>22s}"
+          f" {'cold 100 ms':>24s} {'speed warm/cold vs npy':>23s}  seeds changed % at bg 0.05..0.6")
+    for label, r in rows.items():
+        warm = statistics.median(base["warm_s"]) / statistics.median(r["warm_s"])
+        cold = statistics.median(base["cold_s"]) / statistics.median(r["cold_s"])
+        labels = " ".join(f"{v['changed_pct']:.3f}" for v in r.get("labels", {}).values()) or "-"
+        print(f"{label:10s} {r['bytes']:11d} {r['bytes'] / base['bytes']:7.1%} {_stat(r['write_s']):>22s}"
+              f" {_stat(r['warm_s']):>22s} {_stat(r['cold_s']):>24s} {warm:10.2f}x /{cold:6.2f}x  {labels}")
+    for label, r in rows.items():
+        labels = r.get("labels", {})
+        if labels and "miou_gt_f32" in next(iter(labels.values())):
+            print(f"  {label}: seed mIoU vs ground truth (float32 CAMs -> stored) at bg "
+                  + ", ".join(f"{t}: {v['miou_gt_f32']:.4f}->{v['miou_gt_stored']:.4f}" for t, v in labels.items()))
+    resident = {label: max(r["resident_after_drop"]) for label, r in rows.items()}
+    print(f"bytes still cached after the drop (fincore, -1: not installed): {resident}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
