@@ -3,11 +3,14 @@
 Default parameters are the ones AffinityNet/IRNet use for CAM refinement:
 Gaussian kernel (sxy 3, compat 3) and bilateral kernel (sxy 50, srgb 5, compat 10).
 
-Memory: pydensecrf needs about N * (440 + 71 L) bytes for N pixels and L labels
-(measured, bench/predict_memory.md): 1.5 GB for a 1000x750 image with VOC's 21
-labels, ~25 GB for a 4000x3000 one. An image with a side over ``max_side``
-(default :data:`CRF_MAX_SIDE`) is therefore refined downscaled, and the
-refined probabilities are scaled back to its size, with a warning.
+Memory: pydensecrf needs up to N * (393 + 75 L) bytes for N pixels and L labels
+(fitted on random-colour images, the worst case for its lattice; a smooth photo
+needs less; bench/predict_memory.md): 1.5 GB for a 1000x750 image with VOC's 21
+labels, up to 24 GB for a 4000x3000 one. An image with a side over ``max_side``
+(default :data:`CRF_MAX_SIDE`) is therefore refined downscaled, and the refined
+probabilities are scaled back to its size, with a warning. The full-size input
+and output ([L, H, W] float32 each, 1 GB apiece for 21 labels at 4000x3000) are
+the caller's: prediction avoids both (conta_core.segment.predict_masks).
 """
 from __future__ import annotations
 
@@ -19,11 +22,15 @@ CRF_MAX_SIDE = 1024  # <= 1.6 GB with 21 labels; VOC (500 px) and COCO (640 px) 
 
 
 def _resize(planes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[L, h, w] float32 -> [L, height, width], bilinear per plane (antialiased when shrinking)."""
+    """[L, h, w] float32 -> [L, height, width], bilinear per plane (antialiased when shrinking),
+    filled plane by plane (a stack of the planes would hold the output twice)."""
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F")
-                                .resize((width, height), Image.Resampling.BILINEAR)) for p in planes])
+    out = np.empty((len(planes), height, width), np.float32)
+    for plane, target in zip(planes, out):
+        target[...] = np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+                                 .resize((width, height), Image.Resampling.BILINEAR))
+    return out
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, *, iterations: int = 10,
