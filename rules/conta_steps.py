@@ -52,8 +52,8 @@ KIND_ONLY_KEYS = {"sbd_root": "voc12", "aug_masks": "voc12", "label_source": "vo
 # the training keys reach it through the segmenter it loads.
 SEGMENTER_ARCHITECTURE = ("backbone", "output_stride", "weights", "freeze_bn", "freeze_conv1",
                           "aspp_rates", "msc_scales")
-# segment.crf is post-processing of predictions: it never reaches training.
-PREDICT_ONLY = ("crf", "predict_train_all")
+# segment.crf and predict_max_side shape predictions only: they never reach training.
+PREDICT_ONLY = ("crf", "predict_train_all", "predict_max_side")
 
 
 @dataclass(frozen=True)
@@ -312,7 +312,8 @@ class Steps:
         if step == "train_segmenter":
             return {**self._base(), "segment": _without(c["segment"], *RUNTIME_KEYS[("segment",)], *PREDICT_ONLY)}
         if step == "predict":
-            segment = {**_pick(c["segment"], SEGMENTER_ARCHITECTURE), "crf": c["segment"].get("crf", False)}
+            segment = {**_pick(c["segment"], SEGMENTER_ARCHITECTURE), "crf": c["segment"].get("crf", False),
+                       "predict_max_side": c["segment"].get("predict_max_side", 1024)}
             return {"shards": self.shards, "split": split, "segment": segment}
         if step == "confounder":
             conta = {"mode": self.mode, "map_size": copy.deepcopy(c["conta"]["map_size"])}

@@ -234,7 +234,7 @@ READERS = [
     # and the overlays of the rounds whose training split is predicted only for a seg_mask
     # confounder (their sheets show that prediction)
     ("confounder.source", "any", lambda run: run.select("confounder") | run.select("overlays", range(ROUNDS))),
-    ("segment.crf", "any", lambda run: run.select("predict")),
+    ("segment.crf segment.predict_max_side", "any", lambda run: run.select("predict")),
     ("segment.*", "any", lambda run: run.select("train_segmenter")),
     # only the chosen expansion method's keys
     ("expand.crf.*", "crf", lambda run: run.select("expand")),

@@ -5,7 +5,7 @@ from _common import parser, provenance, setup, shard_ids
 
 from conta_core.classify import load_model
 from conta_core.data.index import DatasetIndex
-from conta_core.segment import build_segmenter, predict_split
+from conta_core.segment import PREDICT_MAX_SIDE, build_segmenter, predict_split
 from conta_core.store import MapWriter
 
 if __name__ == "__main__":
@@ -26,5 +26,5 @@ if __name__ == "__main__":
     attrs = provenance("predict", args.round, s, index.classes, split=args.split, shard=args.shard)
     with MapWriter(args.out, kind="seg_pred", attrs=attrs) as writer:
         # A resumed shard keeps the masks its killed run wrote (predict_split skips them).
-        predict_split(model, index, ids, device, s["segment"]["crf"], writer,
-                      s["segment"]["predict_batch_size"])
+        predict_split(model, index, ids, device, s["segment"]["crf"], writer, s["segment"]["predict_batch_size"],
+                      s["segment"].get("predict_max_side", PREDICT_MAX_SIDE))
