@@ -501,9 +501,12 @@ class MapReader:
         return array
 
     def _close_fd(self) -> None:
-        if self._fd is not None:
+        if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:  # a reader dropped unclosed gives its descriptor back (h5py's closes itself)
+        self._close_fd()
 
     def close(self) -> None:
         if self._file is not None:
