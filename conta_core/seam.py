@@ -126,12 +126,20 @@ def seam_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, scale: float
     return {"cls": cls + rvmin, "er": er, "ecr": ecr, "total": cls + rvmin + er + ecr}
 
 
-def seam_loss(model, batch: dict, *, scale: float = SCALE, ohem_fraction: float = OHEM_FRACTION) -> torch.Tensor:
+def seam_loss(model, batch: dict, *, scale: float = SCALE, ohem_fraction: float = OHEM_FRACTION,
+              equivariance_weight: float = 1.0) -> torch.Tensor:
     """The training loop's loss: one siamese forward (second view rescaled by ``scale``),
-    L = L_cls + L_ER + L_ECR (ECR's hard-example share ``ohem_fraction``)."""
+    L = L_cls + w (L_ER + L_ECR) (ECR's hard-example share ``ohem_fraction``; w = 1 is SEAM).
+
+    w < 1 is for training from random init: ER and ECR are also minimised by spatially flat
+    CAMs (max-normalised, every view then agrees), which a network without pretrained features
+    finds first (docs/methods.md, the CPU demo)."""
     x_m = batch["x_m"] if batch["x_m"].numel() else None
     out = model(batch["image"], x_m, batch["view"] if x_m is not None else None, rescale=scale)
-    return seam_losses(out, batch["target"], scale, ohem_fraction)["total"]
+    parts = seam_losses(out, batch["target"], scale, ohem_fraction)
+    if equivariance_weight == 1.0:
+        return parts["total"]
+    return parts["cls"] + equivariance_weight * (parts["er"] + parts["ecr"])
 
 
 def optimizer_groups(model, m_lr_mult: float = 10.0) -> list[dict]:

@@ -76,7 +76,8 @@ def _seam_job(index, ids: list[str], settings: dict, conta: dict, round_index: i
                                         seed=seed, x_m=x_m)
     groups = seam.optimizer_groups(model, float(conta_option(conta, "m_lr_mult")))
     loss = partial(seam.seam_loss, scale=float(settings.get("siamese_scale", seam.SCALE)),
-                   ohem_fraction=float(settings.get("ohem_fraction", seam.OHEM_FRACTION)))
+                   ohem_fraction=float(settings.get("ohem_fraction", seam.OHEM_FRACTION)),
+                   equivariance_weight=float(settings.get("equivariance_weight", 1.0)))
     return TrainJob(model, dataset, loss, groups)
 
 

@@ -266,3 +266,19 @@ def test_paper_schedule_adam_poly():
     # trained BN scales and shifts join the pretrained biases: 2x, no weight decay
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02, 0.1])
     assert [g["weight_decay"] for g in opt.param_groups] == [5e-4, 0.0, 5e-4]
+
+
+def test_loss_keys_reach_the_terms():
+    """siamese_scale, ohem_fraction and equivariance_weight (config keys) against seam_losses called
+    directly on the same forward pass: L = L_cls + w (L_ER + L_ECR)."""
+    model = tiny_seam(3).eval()  # eval: dropout off, so two forward passes agree
+    batch = {"image": torch.randn(2, 3, 48, 48), "target": torch.tensor([[1.0, 0, 0], [0, 1.0, 1.0]]),
+             "x_m": torch.zeros(0), "view": torch.zeros(0)}
+    with torch.no_grad():
+        parts = seam.seam_losses(model(batch["image"], rescale=0.5), batch["target"], 0.5, 0.4)
+        assert parts["er"] > 0 and parts["ecr"] > 0
+        for w in (1.0, 0.1, 0.0):
+            got = seam.seam_loss(model, batch, scale=0.5, ohem_fraction=0.4, equivariance_weight=w)
+            assert got.item() == pytest.approx((parts["cls"] + w * (parts["er"] + parts["ecr"])).item(), rel=1e-5)
+        default = seam.seam_loss(model, batch)
+        assert default.item() != pytest.approx(seam.seam_loss(model, batch, scale=0.5).item(), rel=1e-4)
