@@ -42,6 +42,7 @@ def test_seam_preset_carries_the_papers_settings(name):
         assert cls[key] == seam.PAPER_SETTINGS[key], key
     assert cls["backbone"] == "resnet38" and cls["width"] == 1.0 and cls["weights"].endswith(MXNET_FILE)
     assert cls["siamese_scale"] == seam.SCALE and cls["ohem_fraction"] == seam.OHEM_FRACTION
+    assert cls["equivariance_weight"] == 1.0
     assert cls["freeze_bn"] and cls["frozen_blocks"] == ["conv1a", "b2", "b2_1", "b2_2"]
     assert config["cam"]["scales"] == seam.PAPER_SETTINGS["scales"] and config["cam"]["flip"]
     assert config["cam"]["bg_power"] == affinitynet.DEFAULTS["alpha"] == 16
