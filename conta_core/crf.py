@@ -68,3 +68,11 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, *, iterations: int = 10,
     crf.addPairwiseBilateral(sxy=bi_xy_std, srgb=bi_rgb_std, rgbim=np.array(image, dtype=np.uint8, order="C", copy=True), compat=bi_w)
     q = np.asarray(crf.inference(iterations), dtype=np.float32).reshape(labels, *small)
     return q if small == (height, width) else _resize(q, height, width)
+
+
+def crf_labels(image: np.ndarray, probs: np.ndarray, labels, **params) -> np.ndarray:
+    """uint8 [H, W]: ``labels[argmax]`` of the refined ``probs`` (``labels[k]``: the class of plane k).
+
+    A module-level function of this torch-free module, so that CRF worker processes
+    (:class:`conta_core.parallel.ProcessMap`) that unpickle it load no torch."""
+    return np.asarray(labels, dtype=np.uint8)[dense_crf(image, probs, **params).argmax(axis=0)]

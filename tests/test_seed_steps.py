@@ -119,12 +119,12 @@ def test_train_and_pseudo_masks(index, method, tmp_path):
     train.update({"width": 0.0625} if method == "sec" else {"depth": 18, "freeze_bn": False})
     section["train"] = train
     model, history = seed_net.train_seed_network(method, index, ids, Seeds(), section, 0, torch.device("cpu"),
-                                                 threads=2)
+                                                 threads=2 if method == "sec" else 1)
     assert len(history) == 1 and np.isfinite(history[0])
-    # the worker processes give the CRF targets computed here: same loss as threads=1
-    _, history1 = seed_net.train_seed_network(method, index, ids, Seeds(), section, 0, torch.device("cpu"),
-                                                   threads=1)
-    assert history1 == pytest.approx(history, rel=1e-5)
+    if method == "sec":  # the worker processes give the CRF targets computed here: same loss as threads=1
+        _, history1 = seed_net.train_seed_network(method, index, ids, Seeds(), section, 0, torch.device("cpu"),
+                                                  threads=1)
+        assert history1 == pytest.approx(history, rel=1e-5)
     image, cls = index.read_image(ids[0]), index.labels(ids[0])
     from conta_core.data.datasets import to_tensor
     from conta_core.expand.sec import SEC_CRF, predict_pseudo_mask

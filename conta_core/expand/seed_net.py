@@ -189,19 +189,15 @@ def class_probabilities(model, image: np.ndarray, class_ids: list[int], device) 
     return F.softmax(logits[keep].float(), dim=0).cpu().numpy()
 
 
-def _refine(image: np.ndarray, probs: np.ndarray, keep: list[int], crf: dict) -> np.ndarray:
-    from ..crf import dense_crf
-
-    return np.asarray(keep, dtype=np.uint8)[dense_crf(image, probs, **crf).argmax(axis=0)]
-
-
 def pseudo_masks(model, images: list[np.ndarray], classes: list[list[int]], device, crf: dict,
                  workers: ProcessMap | None = None) -> list[np.ndarray]:
     """:func:`conta_core.expand.sec.predict_pseudo_mask` for several images, the network here and the
     CRFs (unscaled kernels, ``crf``) over ``workers``; uint8 [H, W] each."""
+    from ..crf import crf_labels  # torch-free: the workers that unpickle it load no torch
+
     probs = [class_probabilities(model, image, cls, device) for image, cls in zip(images, classes)]
     keeps = [[0] + list(cls) for cls in classes]
-    one = partial(_refine, crf=crf)
+    one = partial(crf_labels, **crf)
     if workers is None:
         return [one(i, p, k) for i, p, k in zip(images, probs, keeps)]
     return workers(one, images, probs, keeps)
