@@ -41,8 +41,7 @@ TRAIN_GPUS = int(_RESOURCES.get("train_gpus", 1))
 CHECKPOINT_EVERY = int(_RESOURCES.get("checkpoint_every", 100))
 CHECKPOINTS = f"{RESULTS}/checkpoints"
 
-# `method`, checked together with expand.method by Steps (rules/conta_steps.py).
-METHOD = STEPS.recipe.name
+# `method` and expand.method are checked together by Steps (rules/conta_steps.py).
 EXPAND_METHOD = config["expand"]["method"]
 
 DATASET = config["dataset"]
