@@ -52,7 +52,7 @@ class ConfounderInputs:
         self.counts = self.reader.array("counts")
 
     def x_m(self, image_id: str) -> np.ndarray:
-        return self.reader.get(image_id).astype(np.float32)
+        return self.reader.get(image_id).astype(np.float32, copy=False)
 
     def mean_x_norm(self, ids: list[str]) -> float:
         """The root-mean-square norm of X_m over ``ids`` (scale of W1's start)."""

@@ -35,7 +35,7 @@ def mass_by_region(index, ids: list[str], cams, pseudo_masks) -> pd.DataFrame:
 
     for image_id in ids:
         truth = index.read_mask(image_id)
-        cam = cams.get(image_id).astype(np.float32)
+        cam = cams.get(image_id).astype(np.float32, copy=False)
         cam_classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
         pseudo = pseudo_masks.get(image_id)
         for k in index.labels(image_id):

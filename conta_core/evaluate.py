@@ -35,7 +35,7 @@ def score_round(index, train_ids: list[str], eval_ids: list[str], cams, pseudo_m
 
     def cam_label(image_id: str) -> np.ndarray:
         classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-        return cam_labels(cams.get(image_id).astype(np.float32), classes)
+        return cam_labels(cams.get(image_id).astype(np.float32, copy=False), classes)
 
     return {
         "cam": score_masks(index, train_ids, cam_label),

@@ -64,7 +64,7 @@ def make_seeds(index, ids: list[str], cams, writer, background: Background, *, f
         cues = background(batch, images)
         for image_id, cue in zip(batch, cues):
             classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-            seeds = seeds_from_cams(cams.get(image_id).astype(np.float32), classes, cue,
+            seeds = seeds_from_cams(cams.get(image_id).astype(np.float32, copy=False), classes, cue,
                                     fraction=fraction, rule=rule)
             writer.put(image_id, seeds, classes=classes)
             labelled = seeds != UNLABELLED

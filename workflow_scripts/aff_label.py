@@ -36,7 +36,8 @@ if __name__ == "__main__":
         for image_id in tqdm(writer.pending(ids), desc=f"aff label shard {args.shard}", file=sys.stderr,
                              mininterval=5.0):
             classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-            label = make_aff_label(index.read_image(image_id), cams.get(image_id).astype("float32"), classes,
+            cam = cams.get(image_id).astype("float32", copy=False)
+            label = make_aff_label(index.read_image(image_id), cam, classes,
                                    alpha_low=cfg["alpha_low"], alpha_high=cfg["alpha_high"], crf=cfg["crf"])
             writer.put(image_id, label, classes=classes)
             counts["fg"] += int(((label != 0) & (label != 255)).sum())

@@ -159,8 +159,8 @@ if __name__ == "__main__":
                         mininterval=5.0)
         for batch in same_size_batches(todo, index.size, batch_size):
             classes = [[int(c) for c in cams.item_attrs(i)["classes"]] for i in batch]
-            masks = expand([index.read_image(i) for i in batch], [cams.get(i).astype("float32") for i in batch],
-                           classes)
+            maps = [cams.get(i).astype("float32", copy=False) for i in batch]  # float32 already: no copy
+            masks = expand([index.read_image(i) for i in batch], maps, classes)
             for image_id, mask in zip(batch, masks):
                 writer.put(image_id, mask)
             progress.update(len(batch))

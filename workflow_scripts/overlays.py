@@ -73,7 +73,7 @@ if __name__ == "__main__":
         for image_id in train_ids:
             image, gt = index.read_image(image_id), _gt(index, image_id)
             cam_classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-            cam = cams.get(image_id).astype(np.float32)
+            cam = cams.get(image_id).astype(np.float32, copy=False)
             seeds = cam_labels(cam, cam_classes)
             row_masks = [gt, seeds, pseudo.get(image_id), train_preds.get(image_id) if train_preds else None]
             rows.append(image_row(f"{s['train_split']} {image_id} ({_names(index, cam_classes)})", image,

@@ -74,7 +74,7 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, bg_score: float, crf_f
     dense CRF on the image.
     """
     padded = np.concatenate([np.full((1, *cams.shape[1:]), bg_score, dtype=np.float32),
-                             cams.astype(np.float32)], axis=0)
+                             cams.astype(np.float32, copy=False)], axis=0)
     hard = padded.argmax(0)
     crf_fn = crf_fn or _default_crf()
     params = dict(IR_CRF_PARAMS, **(crf_params or {}))
