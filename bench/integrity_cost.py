@@ -2,21 +2,26 @@
 
 - Model files and training checkpoints: the payload SHA-256 over ResNet-sized state
   dicts, against torch.save / torch.load of the same payload.
-- HDF5 artifacts: a VOC-sized CAM shard (float16 [2, 375, 500] per image) and
-  pseudo-mask shard (uint8 [375, 500]): the CRC-32s alone, the store's write (journal +
-  HDF5 build) and read with every check, plain h5py reads of the same file without any
-  check, and h5py writes/reads with HDF5's fletcher32 filter (per-chunk checksums, the
-  alternative considered) against the same writes without it.
+- HDF5 artifacts in the store's format (conta-maps/2: LZ4 items, CAMs quantised to uint8,
+  a CRC'd JSON index; :mod:`conta_core.store`): a VOC-sized CAM shard (float32 maps in
+  [0, 1], [2, 375, 500] per image, written at 255 levels as workflow_scripts/cam.py does)
+  and a pseudo-mask shard (uint8 [375, 500]): the CRC-32s of the stored bytes alone, the
+  store's write (journal + HDF5 build), its read with every check, the same reads (one
+  ``pread`` and one decode per item, from the index) without any check, and
+  ``check_layout`` (what ``python -m conta_core.verify`` adds).
 
 Each timing is the best of ``--repeats`` runs (other processes only ever add time).
 
-    python bench/integrity_cost.py [--items 100] [--repeats 3]
+    python bench/integrity_cost.py [--items 100] [--repeats 3] [--skip-models]
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import h5py
@@ -24,7 +29,8 @@ import numpy as np
 import torch
 
 from conta_core.checkpoint import load_model_file, payload_digest, save_model_file
-from conta_core.store import MapReader, MapWriter, _crc_item
+from conta_core import store_codec
+from conta_core.store import MapReader, MapWriter
 
 # Parameter counts (millions): torchvision ResNets, and DeepLab-v2 on ResNet-101.
 MODELS = {"resnet18": 11.7, "resnet50": 25.6, "resnet101 / deeplab-v2": 44.5}
@@ -62,20 +68,6 @@ def model_costs(tmp: Path, repeats: int) -> None:
                   f"| {t_load:.2f} s | {t_verify:.2f} s |")
 
 
-def write_plain(path: Path, arrays: dict, fletcher: bool) -> None:
-    with h5py.File(path, "w") as f:
-        items = f.create_group("items")
-        for key, a in arrays.items():
-            items.create_dataset(key, data=a, chunks=True, compression="gzip", compression_opts=4,
-                                 shuffle=True, fletcher32=fletcher)
-
-
-def read_plain(path: Path) -> None:
-    with h5py.File(path, "r") as f:
-        for key in f["items"]:
-            f["items"][key][()]
-
-
 def read_store(path: Path) -> None:
     with MapReader(path) as reader:
         for image_id in reader.ids():
@@ -83,8 +75,27 @@ def read_store(path: Path) -> None:
             reader.item_attrs(image_id)
 
 
-def write_store(path: Path, arrays: dict) -> None:
-    with MapWriter(path, kind="bench", resume=False) as writer:
+def read_unchecked(path: Path) -> None:
+    """The reader's work without its checks: the index parsed, each item read and decoded."""
+    with h5py.File(path, "r") as f:
+        index = json.loads(f["index"][()].tobytes())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _, offset, nbytes, dtype, shape, _, attrs in index["items"]:
+            array = store_codec.decode(os.pread(fd, nbytes, offset), index["codec"], dtype, tuple(shape))
+            if index["quantize"]:
+                store_codec.dequantise(array, index["quantize"])
+    finally:
+        os.close(fd)
+
+
+def check_layout(path: Path) -> None:
+    with MapReader(path) as reader:
+        reader.check_layout()
+
+
+def write_store(path: Path, arrays: dict, quantize: int | None) -> None:
+    with MapWriter(path, kind="bench", resume=False, quantize=quantize) as writer:
         for key, a in arrays.items():
             writer.put(key, a, classes=[1, 2])
 
@@ -92,28 +103,30 @@ def write_store(path: Path, arrays: dict) -> None:
 def hdf5_costs(tmp: Path, items: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     smooth = np.linspace(0, 1, 375 * 500, dtype=np.float32).reshape(375, 500)
-    kinds = {
-        "cam float16 [2,375,500]": {f"img{i}": np.stack([smooth, smooth[::-1]]).astype(np.float16)
-                                    + rng.random((2, 375, 500)).astype(np.float16) * np.float16(0.01)
-                                    for i in range(items)},
-        "mask uint8 [375,500]": {f"img{i}": (smooth * 20).astype(np.uint8) for i in range(items)},
+    kinds = {  # name -> (items, quantisation levels)
+        "CAM float32 [2, 375, 500] as uint8": (
+            {f"img{i}": np.clip(np.stack([smooth, smooth[::-1]])
+                                + rng.random((2, 375, 500), dtype=np.float32) * np.float32(0.01), 0, 1)
+             for i in range(items)}, 255),
+        "pseudo-mask uint8 [375, 500]": ({f"img{i}": (smooth * 20).astype(np.uint8) for i in range(items)}, None),
     }
     print(f"\n{items} items per file.\n")
-    print("| artifact | file | CRC-32 of all items | store write | store read + check | h5py read, no check "
-          "| h5py write, no check | h5py write, fletcher32 | h5py read, fletcher32 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, arrays in kinds.items():
-        store, plain, fl = tmp / "store.h5", tmp / "plain.h5", tmp / "fletcher.h5"
-        t_crc = best(lambda: [_crc_item(k, a) for k, a in arrays.items()], repeats)
-        t_store_w = best(lambda: write_store(store, arrays), repeats)
-        t_store_r = best(lambda: read_store(store), repeats)
-        t_plain_r = best(lambda: read_plain(store), repeats)
-        t_fl_w = best(lambda: write_plain(fl, arrays, True), repeats)
-        t_fl_r = best(lambda: read_plain(fl), repeats)
-        t_pl_w = best(lambda: write_plain(plain, arrays, False), repeats)
+    print("| artifact | file | CRC-32 of all stored items | store write (journal + HDF5) | store read, every check "
+          "| same reads, no check | check_layout |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (arrays, quantize) in kinds.items():
+        store = tmp / "store.h5"
+        stored = [store_codec.encode(store_codec.quantise(a, quantize) if quantize else a,
+                                   store_codec.writer_codec(None))
+                  for a in arrays.values()]
+        t_crc = best(lambda: [zlib.crc32(blob) for blob in stored], repeats)
+        t_write = best(lambda: write_store(store, arrays, quantize), repeats)
+        t_read = best(lambda: read_store(store), repeats)
+        t_plain = best(lambda: read_unchecked(store), repeats)
+        t_layout = best(lambda: check_layout(store), repeats)
         size = store.stat().st_size / 2**20
-        print(f"| {name} | {size:.1f} MiB | {t_crc:.3f} s | {t_store_w:.2f} s | {t_store_r:.3f} s "
-              f"| {t_plain_r:.3f} s | {t_pl_w:.2f} s | {t_fl_w:.2f} s | {t_fl_r:.3f} s |")
+        print(f"| {name} | {size:.1f} MiB | {t_crc:.4f} s | {t_write:.2f} s | {t_read:.3f} s "
+              f"| {t_plain:.3f} s | {t_layout:.3f} s |")
 
 
 if __name__ == "__main__":
