@@ -8,13 +8,21 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
+import os
 import sys
 
 # The workflow's own folder (also when it is used as a module from another Snakefile,
 # where workflow.basedir is the other workflow's folder).
 WORKFLOW_DIR = workflow.current_basedir.get_path_or_uri(secret_free=True)
 sys.path.insert(0, f"{WORKFLOW_DIR}/rules")  # the rules' Python helpers (rules/*.py)
-from conta_config import apply_cli_types, load_yaml, restore_file_strings, with_defaults
+from conta_config import (
+    apply_cli_types,
+    apply_layer,
+    load_yaml,
+    restore_file_strings,
+    with_defaults,
+)
+from conta_steps import method_rounds
 
 
 # The repository's config.yaml is the default, also when --directory points elsewhere;
@@ -34,11 +42,27 @@ _CONFIG_TEXTS = [
 ]
 restore_file_strings(config, _CONFIG_TEXTS, _SCHEMA)
 apply_cli_types(config, workflow.config_settings.config, _SCHEMA)
+
+# config.yaml is the IRNet demo. On the generated dataset another method's CPU demo settings,
+# presets/demo_<method>.yaml, are laid over it for every key the user's config files and
+# --config leave out: `--config method=sec` runs the SEC demo (its backbone, expansion, rounds).
+_METHOD_DEMO = f"{WORKFLOW_DIR}/presets/demo_{config.get('method', 'irnet')}.yaml"
+if config["dataset"]["kind"] == "synthetic" and os.path.exists(_METHOD_DEMO):
+    _DEMO_TEXT = open(_METHOD_DEMO).read()
+    apply_layer(
+        config,
+        load_yaml(_DEMO_TEXT),
+        [load_yaml(text) or {} for text in _CONFIG_TEXTS[1:]]
+        + [workflow.config_settings.config or {}],
+    )
+    restore_file_strings(config, [_DEMO_TEXT], _SCHEMA)
 # Used as a module (`module conta: config: ...`), Snakemake skips the configfile above: the
 # given config is laid over config.yaml's defaults (a plain run already holds them all).
 with_defaults(config, load_yaml(_CONFIG_TEXTS[0]))
 
 validate(config, "schemas/config.schema.yaml")
+if config["rounds"] is None:  # the method's own number of rounds (paper: 3, DSRG 2)
+    config["rounds"] = method_rounds(config)
 
 
 # Short CPU jobs run where Snakemake runs, not as cluster jobs (SLURM profile).

@@ -158,3 +158,40 @@ def with_defaults(config: dict, defaults: dict) -> dict:
         elif isinstance(value, dict) and isinstance(config[key], dict):
             with_defaults(config[key], value)
     return config
+
+
+def set_paths(tree: Any, prefix: tuple = ()) -> set[tuple]:
+    """Every key path a config tree sets: its leaves and, for a key set to a non-dict, that key."""
+    if not isinstance(tree, dict):
+        return {prefix} if prefix else set()
+    paths = set()
+    for key, value in tree.items():
+        paths |= set_paths(value, (*prefix, key)) if isinstance(value, dict) and value else {(*prefix, key)}
+    return paths
+
+
+def apply_layer(config: dict, layer: dict, user_trees: list, prefix: tuple = ()) -> list[str]:
+    """Put, in place, each value of `layer` whose key path none of `user_trees` sets.
+
+    `user_trees` are what the user gave (config files, `--config`): they keep precedence
+    over the layer, which in turn replaces the base config's values. Returns the
+    dotted paths the layer set.
+    """
+    user = set().union(*(set_paths(tree) for tree in user_trees)) if user_trees else set()
+    applied = []
+
+    def visit(node: dict, target: dict, path: tuple) -> None:
+        for key, value in node.items():
+            here = (*path, key)
+            if any(here[: len(p)] == p for p in user):
+                continue  # the user set this key, or a whole value above it
+            if isinstance(value, dict) and value:
+                if not isinstance(target.get(key), dict):
+                    target[key] = {}
+                visit(value, target[key], here)
+            else:
+                target[key] = copy.deepcopy(value)
+                applied.append(".".join(map(str, here)))
+
+    visit(layer, config, prefix)
+    return applied

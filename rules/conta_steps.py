@@ -160,6 +160,21 @@ def method_recipe(config: dict):
     return recipe
 
 
+def method_rounds(config: dict) -> int:
+    """The number of CONTA rounds the config's method uses when `rounds` is null (its recipe's
+    ``defaults["root"]["rounds"]``: the round the paper reports as best)."""
+    name = config.get("method", "irnet")
+    try:
+        recipe = _methods.get(name)
+    except ValueError as error:
+        raise ValueError(f"config key method: {error}") from None
+    rounds = recipe.defaults.get("root", {}).get("rounds")
+    if rounds is None:
+        raise ValueError(f"config key rounds: null, and method {name!r} names no default "
+                         f"(conta_core/methods/{name}.py defaults['root']['rounds']): set rounds")
+    return int(rounds)
+
+
 def wired_methods() -> list[str]:
     return [name for name in _methods.available()
             if _methods.get(name).train_round_classifier is not None
@@ -193,7 +208,7 @@ class Steps:
 
     def __init__(self, config: dict):
         self.config = config
-        self.rounds = int(config["rounds"])
+        self.rounds = method_rounds(config) if config["rounds"] is None else int(config["rounds"])
         self.shards = int(config["shards"])
         self.dataset = config["dataset"]
         self.train_split = self.dataset["train_split"]

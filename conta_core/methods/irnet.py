@@ -32,4 +32,5 @@ RECIPE = Recipe(
     },
     default_expansion="irnet",
     conta_blocks=(2, 3, 4, 5),
+    defaults={"root": {"rounds": 3}},  # the paper's best round for IRNet
 )

@@ -45,6 +45,7 @@ RECIPE = Recipe(
     default_expansion="affinitynet",
     conta_blocks=(2, 3, 4, 5),
     defaults={
+        "root": {"rounds": 3},  # the paper's best round
         "classifier": {"backbone": "resnet38", "width": 1.0, "weights": "none", "freeze_bn": True,
                        "frozen_blocks": ["conv1a", "b2", "b2_1", "b2_2"], "optimizer": "adam", "lr": 0.01,
                        "poly_power": 0.9, "weight_decay": 5e-4, "batch_size": 8, "epochs": 8, "crop": 448,

@@ -61,6 +61,7 @@ RECIPE = Recipe(
     default_expansion="sec",
     conta_blocks=(2, 3, 4, 5),
     defaults={
+        "root": {"rounds": 3},  # the paper's best round
         "classifier": {"backbone": "vgg16", "width": 1.0, "weights": "imagenet", "fc6_dilation": 1,
                        "output_stride": 8},
         "cam": {"scales": [1.0], "flip": False},
