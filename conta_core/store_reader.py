@@ -68,7 +68,7 @@ class MapReader:
                 self._v1 = V1Items(self._file["items"], self._damaged, _key, _unkey, _crc_attrs, _decode_attr)
             else:
                 self._load_index()
-        except DamagedStoreFile:
+        except StoreError:  # damaged (the file is gone), or intact but not for this version
             raise
         except Exception as err:  # h5py raises many types for damaged metadata
             raise self._damaged(f"unreadable metadata: {_h5_reason(err)}") from err
@@ -103,8 +103,14 @@ class MapReader:
             raise self._damaged("checksum of the item index does not match")
         index = json.loads(raw)
         self._codec, self._quantize = index["codec"], index["quantize"]
+        try:
+            self._decoder = store_codec.Decoder(self._codec, self._quantize)
+        except store_codec.CodecError as err:  # intact, but this version cannot decode it
+            self.close()
+            raise StoreError(f"{self.path}: {err}; written by a newer conta-core?") from err
+        dtypes = {name: np.dtype(name) for name in {e[3] for e in index["items"]}}  # a few distinct ones
         # id -> (offset, nbytes, dtype, shape, crc32, attrs), in HDF5 key order
-        self._entries = {e[0]: (e[1], e[2], np.dtype(e[3]), tuple(e[4]), e[5], e[6]) for e in index["items"]}
+        self._entries = {e[0]: (e[1], e[2], dtypes[e[3]], tuple(e[4]), e[5], e[6]) for e in index["items"]}
         if len(self._entries) != self.attrs.get("num_items"):
             raise self._damaged(f"the index lists {len(self._entries)} items, the file says "
                                 f"{self.attrs.get('num_items')}")
@@ -155,17 +161,16 @@ class MapReader:
             raise StoreError(f"{self.path}: cannot read item {image_id!r} ({err})") from err
         if len(blob) != nbytes:
             raise self._damaged(f"item {image_id!r} is cut short ({len(blob)} of {nbytes} bytes)")
-        if zlib.crc32(blob) != crc:
+        if store_codec.crc32(blob) != crc:
             raise self._damaged(f"item {image_id!r} fails its checksum")
         try:
-            array = store_codec.decode(blob, self._codec, dtype, shape)
+            return self._decoder(blob, dtype, shape)
         except store_codec.CodecError as err:
             if "lz4 package" in str(err):
                 raise StoreError(f"{self.path}: {err}") from err
             raise self._damaged(f"item {image_id!r} does not decode: {err}") from err
         except Exception as err:  # noqa: BLE001 - a codec's own error on bytes that pass the CRC
             raise self._damaged(f"item {image_id!r} does not decode: {err}") from err
-        return store_codec.dequantise(array, self._quantize) if self._quantize else array
 
     def item_attrs(self, image_id: str) -> dict:
         """The image's attributes (covered by the index's CRC-32, checked when the file was opened)."""

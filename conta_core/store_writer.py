@@ -119,7 +119,7 @@ class MapWriter:
         # Encoded here, once: the journal keeps the stored bytes, the build only copies them.
         blob = store_codec.encode(array, self.codec)
         meta = {"id": image_id, "dtype": array.dtype.str, "shape": list(array.shape),
-                "crc32": zlib.crc32(blob), "attrs": {k: _json_attr(v) for k, v in item_attrs.items()}}
+                "crc32": store_codec.crc32(blob), "attrs": {k: _json_attr(v) for k, v in item_attrs.items()}}
         # An id recovered from an earlier attempt may be put again: the newest record wins.
         self._items[image_id] = self._journal.append(b"ITEM", meta, blob)
         self._this_session.add(image_id)
