@@ -1,7 +1,7 @@
 """Benchmark: the artifact store against IRNet's one-.npy-per-image format, on the same CAMs.
 
     python bench/store.py                       # both CAM sets, 5 runs, the default encoding
-    python bench/store.py --candidates          # also every codec / dtype candidate
+    python bench/store.py --candidates          # also every codec / dtype / LZ4 acceleration candidate
     python bench/store.py --runs 3 --json out.json
 
 The CAM sets (200 each):
@@ -17,25 +17,33 @@ The formats, each holding the full-resolution CAMs and the class ids:
   one file per image, read with ``np.load(allow_pickle=True).item()`` (IRNet also stores the
   stride-4 ``cam``, which the project derives: left out, so npy is not made bigger than ours);
 - ``store``: ``MapWriter``/``MapReader`` as the CAM step writes them (``--candidates``: other
-  codecs and dtypes);
-- ``before``: the store as it was (``--before``, a git commit: conta_core/store.py of that
-  commit, loaded from git): conta-maps/1, float16 CAMs gzip-4 + shuffle in HDF5 chunks,
-  checksums in per-item attributes; its float16 read is converted to float32 as the
-  consumers do.
+  codecs, dtypes, LZ4 accelerations for items of every size, and the store read with the
+  standard library's CRC-32 where zlib-ng is installed);
+- ``before <commit>``: the store of a git commit (``--before``; that commit's whole conta_core
+  package, extracted with ``git archive``), written as the CAM step wrote CAMs then. Default:
+  2cf19a4 (conta-maps/1: float16 CAMs gzip-4 + shuffle in HDF5 chunks, checksums in per-item
+  attributes; its float16 read converted to float32 as the consumers do) and a05417e
+  (conta-maps/2 before its read path was tuned: LZ4 at acceleration 1 for every item,
+  python-lz4's decode, zlib's CRC-32).
 
-Measured per format, median of ``--runs`` (min-max in brackets): bytes (st_size; the npy
-files also round up to 4 KiB blocks on disk, not counted); write time of all 200; reading
-100 random ids as float32 arrays (what the consumers use; a reader's open is included),
-warm (files in the page cache, same process) and cold: every file's pages dropped from the
-page cache with ``posix_fadvise(DONTNEED)`` after an ``fsync`` (no root needed; ``fincore``
-confirms 0 resident bytes when installed), then a fresh Python process reads (its start and
-imports not timed). The seed labels (``cam_to_label``) of the stored CAMs are compared with
-those of the float32 CAMs at several background thresholds: pixels changed, and the mIoU of
-the one labelling against the other.
+Measured per format, median over rounds (min-max in brackets): bytes (st_size; the npy
+files also round up to 4 KiB blocks on disk, not counted); write time of all 200
+(``--runs`` writes); reading 100 random ids as float32 arrays (what the consumers use; a
+reader's open is included), warm (files in the page cache, same process;
+``--warm-rounds`` rounds) and cold (``--runs`` rounds): every file's pages dropped from
+the page cache with ``posix_fadvise(DONTNEED)`` after an ``fsync`` (no root needed;
+``fincore`` confirms 0 resident bytes when installed), then a fresh Python process reads
+(its start and imports not timed). Each read round draws 100 ids and reads them from
+every format in a shuffled order, so the formats of one round share the machine's load;
+"speed" is the median over rounds of npy's time / the format's (paired). The seed labels
+(``cam_to_label``) of the stored CAMs are compared with those of the float32 CAMs at
+several background thresholds: pixels changed, and the mIoU of the one labelling
+against the other.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -44,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +61,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from conta_core.cam_labels import cam_to_label  # noqa: E402
+from conta_core import store_codec  # noqa: E402
 from conta_core.store import MapReader, MapWriter  # noqa: E402
 
 DEFAULT = {"codec": None, "quantize": 255}  # as workflow_scripts/cam.py writes CAMs
-CANDIDATES = {
-    "u8 lz4": {"codec": "lz4", "quantize": 255},
+CANDIDATES = {  # "acceleration": LZ4's (writes); "crc": "zlib", the standard library's CRC-32 (reads)
+    **{f"u8 lz4 a{a}": {"codec": "lz4", "quantize": 255, "acceleration": a} for a in (1, 16, 64, 256, 1024)},
+    "store, zlib CRC": {**DEFAULT, "crc": "zlib"},
     "u8 lz4hc": {"codec": "lz4hc", "quantize": 255},
     "u8 zlib1": {"codec": "zlib1", "quantize": 255},
     "u8 raw": {"codec": "raw", "quantize": 255},
@@ -123,39 +134,68 @@ _BEFORE: dict[str, object] = {}
 
 
 def store_at(commit: str | None):
-    """conta_core.store as of ``commit`` (None: the working tree's)."""
+    """conta_core.store as of ``commit`` (None: the working tree's): that commit's whole
+    conta_core package, extracted from git and imported as ``conta_core_<commit>``, so a store
+    split over several modules (store_reader, store_codec, ...) is the commit's throughout."""
     if commit is None:
         return sys.modules["conta_core.store"]
     if commit not in _BEFORE:
-        import importlib.util
+        import importlib
+        import io
+        import tarfile
 
-        source = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:conta_core/store.py"],
-                                capture_output=True, check=True).stdout
-        path = Path(tempfile.mkdtemp()) / "store_before.py"
-        path.write_bytes(source)
-        spec = importlib.util.spec_from_file_location(f"conta_core._store_{commit}", path)
-        module = importlib.util.module_from_spec(spec)
-        module.__package__ = "conta_core"  # its relative imports: the current integrity, journal
-        spec.loader.exec_module(module)
-        _BEFORE[commit] = module
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "conta_core"],
+                                 capture_output=True, check=True).stdout
+        root = Path(tempfile.mkdtemp())
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(root, filter="data")
+        name = f"conta_core_{commit}"
+        (root / "conta_core").rename(root / name)
+        sys.path.insert(0, str(root))
+        try:
+            _BEFORE[commit] = importlib.import_module(f"{name}.store")
+        finally:
+            sys.path.remove(str(root))
     return _BEFORE[commit]
+
+
+@contextlib.contextmanager
+def _store_setting(setting: dict):
+    """The working tree's store with ``setting``'s LZ4 acceleration (writes) and CRC-32
+    implementation (reads: "zlib", the standard library's) in place of the defaults."""
+    saved = store_codec.LZ4_ACCELERATION, store_codec.LZ4_ACCELERATE_FROM, store_codec.crc32
+    if "acceleration" in setting:  # for items of every size
+        store_codec.LZ4_ACCELERATION, store_codec.LZ4_ACCELERATE_FROM = setting["acceleration"], 0
+    if setting.get("crc") == "zlib":
+        store_codec.crc32 = zlib.crc32
+    try:
+        yield
+    finally:
+        store_codec.LZ4_ACCELERATION, store_codec.LZ4_ACCELERATE_FROM, store_codec.crc32 = saved
 
 
 def write_store(path: Path, cams, setting: dict) -> None:
     dtype, before = setting.get("dtype"), setting.get("before")
     if before:  # as workflow_scripts/cam.py wrote CAMs then
-        with store_at(before).MapWriter(path, kind="cam", attrs={"round": 0}) as w:
-            for image_id, classes, cam in cams:
-                w.put(image_id, cam.astype(np.float16), classes=classes)
+        old = store_at(before)
+        if old.FORMAT == "conta-maps/1":  # float16 CAMs
+            with old.MapWriter(path, kind="cam", attrs={"round": 0}) as w:
+                for image_id, classes, cam in cams:
+                    w.put(image_id, cam.astype(np.float16), classes=classes)
+        else:  # quantised to 255 levels, that commit's default codec
+            with old.MapWriter(path, kind="cam", quantize=255, attrs={"round": 0}) as w:
+                for image_id, classes, cam in cams:
+                    w.put(image_id, cam, classes=classes)
         return
-    with MapWriter(path, kind="cam", codec=setting["codec"], quantize=setting["quantize"],
-                   attrs={"round": 0}) as w:
+    with _store_setting(setting), MapWriter(path, kind="cam", codec=setting["codec"],
+                                            quantize=setting["quantize"], attrs={"round": 0}) as w:
         for image_id, classes, cam in cams:
             w.put(image_id, cam.astype(dtype) if dtype else cam, classes=classes)
 
 
-def read_store(path: Path, ids, before: str | None = None) -> None:
-    with store_at(before).MapReader(path, kind="cam") as r:
+def read_store(path: Path, ids, setting: dict | None = None) -> None:
+    setting = setting or {}
+    with _store_setting(setting), store_at(setting.get("before")).MapReader(path, kind="cam") as r:
         for image_id in ids:
             r.get(image_id).astype(np.float32, copy=False)
 
@@ -180,41 +220,68 @@ def drop_cache(target: Path) -> int:
     return -1
 
 
-def cold_read(fmt: str, target: Path, ids, before: str | None = None) -> float:
+def cold_read(fmt: str, target: Path, ids, setting: dict | None = None) -> float:
     """Seconds a fresh process takes to read ``ids`` (imports done before the clock starts)."""
     code = ("import sys, time, json; sys.path.insert(0, sys.argv[1]); import bench.store as b; "
-            "ids, before = json.loads(sys.argv[4]), sys.argv[5] or None; b.store_at(before); "
+            "ids, setting = json.loads(sys.argv[4]), json.loads(sys.argv[5]); "
+            "b.store_at(setting.get('before')); "
             "t = time.perf_counter(); "
             "b.read_npy(b.Path(sys.argv[3]), ids) if sys.argv[2] == 'npy' else "
-            "b.read_store(b.Path(sys.argv[3]), ids, before); "
+            "b.read_store(b.Path(sys.argv[3]), ids, setting); "
             "print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code, str(REPO), fmt, str(target), json.dumps(list(ids)),
-                          before or ""], capture_output=True, text=True, check=True)
+                          json.dumps(setting or {})], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
 
-def measure(fmt: str, cams, work: Path, runs: int, rng, setting: dict | None = None) -> dict:
+def _write(label: str, target: Path, cams, setting: dict | None) -> None:
+    write_npy(target, cams) if label == "npy" else write_store(target, cams, setting)
+
+
+def _read(label: str, target: Path, ids, setting: dict | None) -> None:
+    read_npy(target, ids) if label == "npy" else read_store(target, ids, setting)
+
+
+def measure(cams, work: Path, runs: int, warm_rounds: int, rng, settings: dict) -> dict:
+    """Every format on the same CAMs: ``runs`` writes each; then ``warm_rounds`` rounds of warm
+    reads and ``runs`` rounds of cold reads, each round reading the same 100 random ids from
+    every format in a shuffled order, so each round pairs the formats under the same load (the
+    speed ratios are medians of the rounds' ratios)."""
     ids_all = [c[0] for c in cams]
-    rows = {"write_s": [], "warm_s": [], "cold_s": [], "resident_after_drop": []}
-    for run in range(runs):
-        target = work / f"{fmt}-{run}" if fmt == "npy" else work / f"{fmt}-{run}.h5"
-        t = time.perf_counter()
-        write_npy(target, cams) if fmt == "npy" else write_store(target, cams, setting)
-        rows["write_s"].append(time.perf_counter() - t)
-        before = (setting or {}).get("before")
-        read = read_npy if fmt == "npy" else (lambda path, ids: read_store(path, ids, before))
-        read(target, ids_all)  # the page cache holds every byte now
-        ids = list(rng.choice(ids_all, min(100, len(ids_all)), replace=False))
-        t = time.perf_counter()
-        read(target, ids)
-        rows["warm_s"].append(time.perf_counter() - t)
-        rows["resident_after_drop"].append(drop_cache(target))
-        ids = list(rng.choice(ids_all, min(100, len(ids_all)), replace=False))
-        rows["cold_s"].append(cold_read(fmt, target, ids, before))
-    rows["bytes"] = sum(p.stat().st_size for p in files_of(target))
-    for run in range(runs):
-        target = work / f"{fmt}-{run}" if fmt == "npy" else work / f"{fmt}-{run}.h5"
+    formats = {"npy": None, **settings}
+    rows = {label: {"write_s": [], "warm_s": [], "cold_s": [], "resident_after_drop": []} for label in formats}
+    targets = {}
+    for k, (label, setting) in enumerate(formats.items()):
+        for run in range(runs):
+            target = work / (f"f{k}-{run}" if label == "npy" else f"f{k}-{run}.h5")
+            t = time.perf_counter()
+            _write(label, target, cams, setting)
+            rows[label]["write_s"].append(time.perf_counter() - t)
+            if run == 0:
+                targets[label] = target  # the one the reads use
+                rows[label]["bytes"] = sum(p.stat().st_size for p in files_of(target))
+            else:
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for label, target in targets.items():
+        _read(label, target, ids_all, formats[label])  # the page cache holds every byte now
+    for kind, rounds in (("warm_s", warm_rounds), ("cold_s", runs)):
+        for _ in range(rounds):
+            ids = list(rng.choice(ids_all, min(100, len(ids_all)), replace=False))
+            order = list(formats)
+            rng.shuffle(order)
+            for label in order:
+                if kind == "warm_s":
+                    t = time.perf_counter()
+                    _read(label, targets[label], ids, formats[label])
+                    rows[label]["warm_s"].append(time.perf_counter() - t)
+                else:
+                    rows[label]["resident_after_drop"].append(drop_cache(targets[label]))
+                    rows[label]["cold_s"].append(cold_read(label, targets[label], ids, formats[label]))
+    for target in targets.values():
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for r in rows.values():  # paired: the rounds' ratios npy / format (above 1: faster than npy)
+        for kind in ("warm_s", "cold_s"):
+            r[f"{kind[:4]}_speed"] = [a / b for a, b in zip(rows["npy"][kind], r[kind])]
     return rows
 
 
@@ -273,13 +340,14 @@ def label_effect(cams, work: Path, setting: dict, masks: dict | None) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=5, help="writes and cold-read rounds per format")
+    p.add_argument("--warm-rounds", type=int, default=21, help="warm-read rounds per format")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--candidates", action="store_true", help="time every encoding candidate too")
     p.add_argument("--sets", nargs="+", default=["demo", "voc"])
-    p.add_argument("--before", default="2cf19a4",
-                   help="git commit of the store to compare with ('' for none; default: the last "
-                        "conta-maps/1 store)")
+    p.add_argument("--before", nargs="*", default=["2cf19a4", "a05417e"],
+                   help="git commits of stores to compare with (none: no comparison; default: the "
+                        "last conta-maps/1 store and the conta-maps/2 store before its read was tuned)")
     p.add_argument("--json", type=Path)
     p.add_argument("--workdir", type=Path, help="where the files go (default: a temporary folder)")
     args = p.parse_args(argv)
@@ -287,9 +355,12 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {os.cpu_count()} CPUs; "
           f"{args.runs} runs, median [min-max]")
+    print(f"CRC-32 from {store_codec.crc32.__module__ or 'zlib'}; LZ4 decodes into reused buffers: "
+          f"{store_codec._LZ4_INTO is not None}; LZ4 acceleration {store_codec.LZ4_ACCELERATION} from "
+          f"{store_codec.LZ4_ACCELERATE_FROM} bytes, 1 below")
     settings = {"store": DEFAULT, **(CANDIDATES if args.candidates else {})}
-    if args.before:
-        settings["before"] = {"before": args.before}
+    for commit in args.before:
+        settings[f"before {commit}"] = {"before": commit}
     results = {"load_before": load, "sets": {}}
     rng = np.random.default_rng(0)
     for name in args.sets:
@@ -303,10 +374,12 @@ def main(argv=None) -> int:
         print(f"\n[{name}] {len(cams)} CAMs, e.g. {shape}, {zeros:.0%} zeros")
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
             work = Path(tmp)
-            rows = {"npy": measure("npy", cams, work, args.runs, rng)}
+            rows = measure(cams, work, args.runs, args.warm_rounds, rng, settings)
             for label, setting in settings.items():
-                rows[label] = measure("store", cams, work, args.runs, rng, setting)
-                rows[label]["labels"] = label_effect(cams, work, setting, masks)
+                if {"acceleration", "crc"} & set(setting):  # the store's values, read differently
+                    rows[label]["labels"] = rows["store"]["labels"]
+                else:
+                    rows[label]["labels"] = label_effect(cams, work, setting, masks)
         results["sets"][name] = {"zeros": zeros, "rows": rows}
         print_table(rows)
     results["load_after"] = os.getloadavg()
@@ -322,13 +395,12 @@ def _stat(values, scale=1e3) -> str:
 
 def print_table(rows: dict) -> None:
     base = rows["npy"]
-    print(f"{'format':10s} {'bytes':>11s} {'of npy':>7s} {'write 200 ms':>22s} {'warm 100 ms':>22s}"
+    print(f"{'format':16s} {'bytes':>11s} {'of npy':>7s} {'write 200 ms':>22s} {'warm 100 ms':>22s}"
           f" {'cold 100 ms':>24s} {'speed warm/cold vs npy':>23s}  seeds changed % at bg 0.05..0.6")
     for label, r in rows.items():
-        warm = statistics.median(base["warm_s"]) / statistics.median(r["warm_s"])
-        cold = statistics.median(base["cold_s"]) / statistics.median(r["cold_s"])
+        warm, cold = statistics.median(r["warm_speed"]), statistics.median(r["cold_speed"])
         labels = " ".join(f"{v['changed_pct']:.3f}" for v in r.get("labels", {}).values()) or "-"
-        print(f"{label:10s} {r['bytes']:11d} {r['bytes'] / base['bytes']:7.1%} {_stat(r['write_s']):>22s}"
+        print(f"{label:16s} {r['bytes']:11d} {r['bytes'] / base['bytes']:7.1%} {_stat(r['write_s']):>22s}"
               f" {_stat(r['warm_s']):>22s} {_stat(r['cold_s']):>24s} {warm:10.2f}x /{cold:6.2f}x  {labels}")
     for label, r in rows.items():
         labels = r.get("labels", {})
