@@ -1,8 +1,8 @@
 """The tiny run's HTML report (snakemake --report) and conta-predict on its model.
 
-One tiny run (module fixture) with the segmenter trained 4 epochs instead of 1, so that
-its masks are not one class everywhere and "conta-predict equals the workflow" means
-something, and with logging.tensorboard on.
+The session's tiny run (tests/conftest.py, shared with tests/test_workflow.py) has the
+segmenter trained 4 epochs instead of 1, so that its masks are not one class everywhere and
+"conta-predict equals the workflow" means something, and logging.tensorboard on.
 """
 import base64
 import re
@@ -17,24 +17,19 @@ from workflow_helpers import run_snakemake
 
 from conta_core.store import MapReader
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-CONFIG = ["--config", "segment={epochs: 4}", "logging={tensorboard: true}"]
-
 pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("report")
-    run_snakemake(workdir, "--configfile", str(TINY), *CONFIG, timeout=1500)
+def report_run(tiny_run):
+    workdir = tiny_run.fresh()  # read only by the tests below
     return workdir, workdir / "results" / "tiny"
 
 
-def test_report_shows_summary_plot_tables_and_overlays(tiny_run):
-    workdir, results = tiny_run
+def test_report_shows_summary_plot_tables_and_overlays(tiny_run, report_run):
+    workdir, results = report_run
     html_path = results / "report.html"
-    run_snakemake(workdir, "--configfile", str(TINY), *CONFIG, "--report", str(html_path))
+    run_snakemake(workdir, *tiny_run.args, "--report", str(html_path))
     html = html_path.read_text()
     # Every registered result is an entry (keyed by its path) with its caption rendered.
     entries = {
@@ -63,8 +58,8 @@ def test_report_shows_summary_plot_tables_and_overlays(tiny_run):
     assert embedded == {(results / f"round{t}" / "overlays.png").read_bytes() for t in (0, 1)}
 
 
-def test_overlay_sheet_has_a_row_per_sampled_image(tiny_run):
-    _, results = tiny_run
+def test_overlay_sheet_has_a_row_per_sampled_image(report_run):
+    _, results = report_run
     sheet = Image.open(results / "round0" / "overlays.png")
     # 4 training + 4 evaluation rows (report.overlay_count 4) of 14 + 14 + 128 + 4 px, plus title and legend.
     rows_height = 8 * (14 + 14 + 128 + 4)
@@ -72,8 +67,8 @@ def test_overlay_sheet_has_a_row_per_sampled_image(tiny_run):
     assert sheet.width >= 4 + 7 * (128 + 4)  # image, truth, >= 1 CAM, seeds, pseudo-mask, prediction
 
 
-def test_conta_predict_equals_the_workflow_predictions(tiny_run, tmp_path):
-    _, results = tiny_run
+def test_conta_predict_equals_the_workflow_predictions(report_run, tmp_path):
+    _, results = report_run
     script = Path(sys.executable).parent / "conta-predict"
     assert script.exists(), "conta-predict is not installed: pip install -e ."
     ids = [f"val_{k:04d}" for k in (0, 1, 2, 5, 7)]
@@ -89,11 +84,11 @@ def test_conta_predict_equals_the_workflow_predictions(tiny_run, tmp_path):
     assert len(np.unique(np.concatenate([m.ravel() for m in masks.values()]))) >= 2  # not a constant model
 
 
-def test_tensorboard_scalars_of_every_training_job(tiny_run):
+def test_tensorboard_scalars_of_every_training_job(report_run):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, results = tiny_run
+    _, results = report_run
     for t in (0, 1):
         for step, iterations in (("train_classifier", 3), ("train_segmenter", 12)):  # 24 images / batch 8
             acc = EventAccumulator(str(results / "tensorboard" / f"round{t}" / step))

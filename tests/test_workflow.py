@@ -17,9 +17,15 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 @pytest.mark.workflow
-def test_tiny_run_resume_and_partial_rerun(tmp_path):
-    snakemake(tmp_path)
-    results = tmp_path / "results" / "tiny"
+def test_tiny_run_resume_and_partial_rerun(tiny_run):
+    """The session's tiny run (tests/conftest.py: tiny.yaml, the segmenter trained 4 epochs),
+    checked, then resumed and partly rerun in place."""
+    workdir = tiny_run.fresh()
+
+    def snakemake_again(*args: str) -> subprocess.CompletedProcess:
+        return run_snakemake(workdir, *tiny_run.args, *args, timeout=1200)
+
+    results = workdir / "results" / "tiny"
     summary = pd.read_csv(results / "summary.csv")
     assert list(summary.columns) == ["round", "cam_miou", "pseudo_mask_miou", "seg_miou"]
     assert list(summary["round"]) == [0, 1]
@@ -34,7 +40,7 @@ def test_tiny_run_resume_and_partial_rerun(tmp_path):
     assert "epoch 1/1" in (results / "logs" / "round1" / "train_classifier.log").read_text()
 
     # Rerunning the same command does nothing.
-    again = snakemake(tmp_path)
+    again = snakemake_again()
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # Deleting round 0's CAMs reruns what depends on them, and nothing else.
@@ -42,19 +48,19 @@ def test_tiny_run_resume_and_partial_rerun(tmp_path):
     index = results / "dataset" / "index.csv"
     kept = {p: p.stat().st_mtime_ns for p in (classifier, index)}
     (results / "round0" / "cam" / "shard0.h5").unlink()
-    plan = planned_jobs(snakemake(tmp_path, "-n").stdout)
+    plan = planned_jobs(snakemake_again("-n").stdout)
     # Round 0's CAM and all that follows it; round 1 depends on round 0's confounder.
     assert plan["cam"] == 2 and plan["expand"] == 2 and plan["confounder"] == 1
     assert plan["train_classifier"] == 1  # round 1 only: round 0's classifier is kept
     assert "generate_synthetic" not in plan and "dataset_index" not in plan
-    snakemake(tmp_path)
+    snakemake_again()
     assert {p: p.stat().st_mtime_ns for p in kept} == kept
     assert (results / "round0" / "cam" / "shard0.h5").exists()
 
     # The last round's segmenter is read only by predictions whose scores already stand:
     # deleted (as a damaged file is), it is still rebuilt, with the predictions made from it.
     (results / "round1" / "segmenter.pt").unlink()
-    plan = planned_jobs(snakemake(tmp_path, "-n").stdout)
+    plan = planned_jobs(snakemake_again("-n").stdout)
     assert plan["train_segmenter"] == 1 and plan["predict"] == 1
     assert "train_classifier" not in plan and "cam" not in plan
 
