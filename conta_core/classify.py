@@ -72,7 +72,8 @@ def build_backbone(settings: dict, load_weights: bool = True):
 
         return build_vgg16(weights, width=float(settings.get("width", 1.0)),
                            fc6_dilation=int(settings.get("fc6_dilation", 1)),
-                           output_stride=settings.get("output_stride", 8))
+                           output_stride=settings.get("output_stride", 8),
+                           batch_norm=bool(settings.get("batch_norm", False)))
     # IRNet's CAM network: a stage that drops its stride is not dilated (classifier.dilate)
     return build_resnet(settings["backbone"], settings["output_stride"], weights,
                         settings.get("freeze_bn", True), settings.get("freeze_conv1", True),

@@ -149,6 +149,11 @@ def method_recipe(config: dict):
         raise ValueError(f"config key expand.method: {expansion!r} is not wired into the workflow yet "
                          f"(rules/conta_steps.py EXPANSIONS and rules/{expansion}.smk); wired: {sorted(EXPANSIONS)}")
     train = (config["expand"].get(expansion) or {}).get("train") or {}
+    if train.get("weights") == "classifier" and config["classifier"].get("backbone") == "vgg16" and \
+            bool(train.get("batch_norm", False)) != bool(config["classifier"].get("batch_norm", False)):
+        raise ValueError(f"config key expand.{expansion}.train.batch_norm ({train.get('batch_norm', False)}) must equal "
+                         f"classifier.batch_norm ({config['classifier'].get('batch_norm', False)}) when its weights "
+                         "are the classifier's")
     if train.get("weights") == "classifier" and "width" in train and \
             float(train["width"]) != float(config["classifier"].get("width", 1.0)):
         raise ValueError(f"config key expand.{expansion}.train.width ({train['width']}) must equal classifier.width "

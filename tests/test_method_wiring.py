@@ -105,3 +105,14 @@ def test_cam_labels_of_each_method():
     assert (cam_to_label_power(cams, [3, 7], 16.0) == cam_labels(cams, [3, 7], 16.0)).all()
     with pytest.raises(ValueError, match="cam.bg_power"):
         methods.get("seam").cam_labeller({"bg_threshold": 0.5})
+
+
+def test_sec_network_from_the_classifier_trunk_needs_its_batch_norm():
+    config = config_with(method="sec", classifier__backbone="vgg16", classifier__output_stride=8,
+                         classifier__width=0.25, classifier__batch_norm=True, expand__method="sec")
+    config["expand"]["sec"]["train"].update(width=0.25, weights="classifier", batch_norm=False)
+    with pytest.raises(ValueError, match=r"config key expand.sec.train.batch_norm \(False\) must equal "
+                                         r"classifier.batch_norm \(True\)"):
+        Steps(config)
+    config["expand"]["sec"]["train"]["batch_norm"] = True
+    assert Steps(config).rounds == 3

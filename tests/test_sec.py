@@ -30,7 +30,7 @@ def test_vgg16_largefov_shapes():
     big = sec.SecNet(full, 21)
     assert big.fc8.weight.shape == (21, 1024, 1, 1)
     assert abs(big.fc8.weight.std().item() - 0.01) < 0.001 and (big.fc8.bias == 0).all()
-    drop = [m for m in full.block5 if isinstance(m, torch.nn.Dropout2d)]
+    drop = [m for m in full.block5 if isinstance(m, torch.nn.Dropout)]
     assert [d.p for d in drop] == [0.5, 0.5]
 
 
@@ -61,6 +61,40 @@ def test_torchvision_vgg16_weights_land_in_the_right_layers(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="not a torchvision VGG-16"):
         load_vgg16_weights(VGG16Trunk(), str(tmp_path / "bad.pth"))
+
+
+def test_vgg16_bn_weights_and_statistics_land_in_the_right_layers(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.vgg16_bn(weights=None)
+    for module in reference.features:  # running statistics unlike a fresh BatchNorm's 0 / 1
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(reference.state_dict(), path)
+    trunk = VGG16Trunk(batch_norm=True)
+    load_vgg16_weights(trunk, str(path))
+    layers = list(reference.features)
+    pairs = [(layers[i], layers[i + 1]) for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d)]
+    assert len(pairs) == 13 and all(isinstance(bn, torch.nn.BatchNorm2d) for _, bn in pairs)
+    for name, (conv, bn) in zip(CONV_NAMES, pairs):
+        assert torch.equal(trunk.convs[name].weight, conv.weight), name
+        assert torch.equal(trunk.norms[name].running_var, bn.running_var), name
+        assert torch.equal(trunk.norms[name].bias, bn.bias), name
+    # the trunk's conv layers (no fc6/fc7, pool strides differ) compute torchvision's to rounding:
+    # conv1_1 -> BN -> ReLU -> conv1_2 -> BN -> ReLU in eval mode
+    trunk.eval()
+    reference.eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(trunk.stem[:6](x), reference.features[:6](x), atol=1e-5)
+    # a plain VGG-16 file into a BatchNorm trunk (or back) names the mismatch
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), tmp_path / "plain.pth")
+    with pytest.raises(WeightsError, match="not a torchvision VGG-16-BN state dict"):
+        load_vgg16_weights(VGG16Trunk(batch_norm=True), str(tmp_path / "plain.pth"))
+    with pytest.raises(WeightsError, match="not a torchvision VGG-16 state dict"):
+        load_vgg16_weights(VGG16Trunk(), str(path))
 
 
 def test_imagenet_weights_offline_error(monkeypatch):

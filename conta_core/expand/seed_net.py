@@ -86,7 +86,8 @@ def build_network(method: str, num_classes: int, train: dict, *, load_weights: b
         from .sec import SecNet
 
         # LargeFOV: fc6 dilated 12 (the classifier's fc6 is not; the weights' shapes are the same)
-        trunk = VGG16Trunk(float(train.get("width", 1.0)), fc6_dilation=12, dropout=float(train.get("dropout", 0.5)))
+        trunk = VGG16Trunk(float(train.get("width", 1.0)), fc6_dilation=12, dropout=float(train.get("dropout", 0.5)),
+                           batch_norm=bool(train.get("batch_norm", False)))
         load_vgg16_weights(trunk, weights)
         return SecNet(trunk, num_classes, fc8_std=float(train.get("fc8_std", 0.01)))
     if method == "dsrg":
@@ -115,7 +116,7 @@ def load_classifier_trunk(model, classifier_state: dict, source: str = "classifi
     if bad:
         raise ValueError(f"{source}: the classifier's trunk does not fit the expansion network's "
                          f"({len(bad)} tensors missing or of another shape, e.g. {bad[:3]}); with "
-                         "train.weights classifier, make the network's width/depth the classifier's")
+                         "train.weights classifier, make the network's width/depth/batch_norm the classifier's")
     trunk.load_state_dict({k: state[k] for k in own})
 
 

@@ -21,7 +21,9 @@ segmentation head use it unchanged):
 * ``dense`` = blocks 2..5.
 
 ``width`` scales every channel count (the CPU demo uses e.g. 0.125); ImageNet
-weights need ``width=1``. Weights: ``none``, ``imagenet`` (torchvision's
+weights need ``width=1``. ``batch_norm`` puts a BatchNorm after each of the 13
+convolutions (torchvision's ``vgg16_bn`` layout; SEC's network has none): the CPU
+demo's VGG from random init does not localise without it. Weights: ``none``, ``imagenet`` (torchvision's
 VGG16_Weights.IMAGENET1K_V1 through its weights API, network needed once) or
 the path of a local torchvision VGG-16 state dict (``weights_only=True``):
 the 13 ``features.*`` convolutions are copied in order into conv1_1..conv5_3;
@@ -37,8 +39,9 @@ from .backbone import WeightsError, fetch_imagenet_state, read_state_dict
 # (convolutions, channels) per VGG-16 group
 GROUPS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 CONV_NAMES = tuple(f"conv{g + 1}_{i + 1}" for g, (n, _) in enumerate(GROUPS) for i in range(n))
-# torchvision vgg16().features indices of the 13 convolutions
+# torchvision vgg16().features indices of the 13 convolutions; vgg16_bn() has each one's BatchNorm at +1
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+TORCHVISION_BN_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
 FC_CHANNELS = 1024
 DROPOUT = 0.5
 
@@ -51,12 +54,14 @@ class VGG16Trunk(nn.Module):
     """VGG-16 LargeFOV trunk: ``forward`` gives the outputs of blocks 2..5 (see module docstring)."""
 
     def __init__(self, width: float = 1.0, fc6_dilation: int = 12, fc7_kernel: int = 3,
-                 fc_channels: int = FC_CHANNELS, dropout: float = DROPOUT):
+                 fc_channels: int = FC_CHANNELS, dropout: float = DROPOUT, batch_norm: bool = False):
         super().__init__()
         if fc7_kernel not in (1, 3):
             raise ValueError(f"fc7_kernel must be 1 or 3, got {fc7_kernel}")
         self.width = width
+        self.batch_norm = batch_norm
         convs: dict[str, nn.Conv2d] = {}
+        norms: dict[str, nn.BatchNorm2d] = {}
         groups = []
         in_ch = 3
         names = iter(CONV_NAMES)
@@ -67,7 +72,11 @@ class VGG16Trunk(nn.Module):
             for _ in range(n):
                 name = next(names)
                 convs[name] = nn.Conv2d(in_ch, out_ch, 3, padding=dilation, dilation=dilation)
-                layers += [convs[name], nn.ReLU(inplace=True)]
+                layers.append(convs[name])
+                if batch_norm:
+                    norms[name] = nn.BatchNorm2d(out_ch)
+                    layers.append(norms[name])
+                layers.append(nn.ReLU(inplace=True))
                 in_ch = out_ch
             if g < 3:
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))   # pool1..3: stride 2 each -> 8
@@ -77,14 +86,15 @@ class VGG16Trunk(nn.Module):
         fc = _channels(fc_channels, width)
         self.fc6 = nn.Conv2d(in_ch, fc, 3, padding=fc6_dilation, dilation=fc6_dilation)
         self.fc7 = nn.Conv2d(fc, fc, fc7_kernel, padding=fc7_kernel // 2)
-        head = [self.fc6, nn.ReLU(inplace=True), nn.Dropout2d(dropout),
-                self.fc7, nn.ReLU(inplace=True), nn.Dropout2d(dropout)]
+        head = [self.fc6, nn.ReLU(inplace=True), nn.Dropout(dropout),
+                self.fc7, nn.ReLU(inplace=True), nn.Dropout(dropout)]
         self.stem = nn.Sequential(*groups[0])
         self.block2 = nn.Sequential(*groups[1])
         self.block3 = nn.Sequential(*groups[2])
         self.block4 = nn.Sequential(*groups[3])
         self.block5 = nn.Sequential(*groups[4], *head)
-        self.convs = convs  # plain dict: name -> layer, for weight loading (not a second registration)
+        self.convs = convs  # plain dicts: name -> layer, for weight loading (not a second registration)
+        self.norms = norms
         for layer in [*convs.values(), self.fc6, self.fc7]:
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")  # torchvision's VGG init
             nn.init.zeros_(layer.bias)
@@ -104,16 +114,17 @@ class VGG16Trunk(nn.Module):
 
 
 def build_vgg16(weights: str = "none", width: float = 1.0, fc6_dilation: int = 12, fc7_kernel: int = 3,
-                output_stride: int = 8) -> VGG16Trunk:
+                output_stride: int = 8, batch_norm: bool = False) -> VGG16Trunk:
     if output_stride != 8:
         raise ValueError(f"the VGG-16 LargeFOV trunk has output stride 8, got output_stride {output_stride}")
-    trunk = VGG16Trunk(width, fc6_dilation, fc7_kernel)
+    trunk = VGG16Trunk(width, fc6_dilation, fc7_kernel, batch_norm=batch_norm)
     load_vgg16_weights(trunk, weights)
     return trunk
 
 
 def load_vgg16_weights(trunk: VGG16Trunk, weights: str | None) -> None:
-    """Copy torchvision VGG-16 convolution weights into conv1_1..conv5_3 (fc6/fc7 stay random)."""
+    """Copy torchvision VGG-16 (``batch_norm``: VGG-16-BN) convolution weights, and BatchNorm weights
+    and statistics, into conv1_1..conv5_3 (fc6/fc7 stay random)."""
     if weights in (None, "none"):
         return
     if trunk.width != 1.0:
@@ -121,14 +132,21 @@ def load_vgg16_weights(trunk: VGG16Trunk, weights: str | None) -> None:
     if weights == "imagenet":
         import torchvision
 
-        state = fetch_imagenet_state(torchvision.models.VGG16_Weights.IMAGENET1K_V1, "VGG-16")
+        if trunk.batch_norm:
+            state = fetch_imagenet_state(torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1, "VGG-16-BN")
+        else:
+            state = fetch_imagenet_state(torchvision.models.VGG16_Weights.IMAGENET1K_V1, "VGG-16")
     else:
         state = read_state_dict(weights)
     problems = []
     copies = []
-    for name, index in zip(CONV_NAMES, TORCHVISION_CONV_INDICES):
-        layer = trunk.convs[name]
-        for part in ("weight", "bias"):
+    indices = TORCHVISION_BN_CONV_INDICES if trunk.batch_norm else TORCHVISION_CONV_INDICES
+    targets = [(name, trunk.convs[name], index, ("weight", "bias")) for name, index in zip(CONV_NAMES, indices)]
+    if trunk.batch_norm:
+        targets += [(f"{name} BatchNorm", trunk.norms[name], index + 1, ("weight", "bias", "running_mean", "running_var"))
+                    for name, index in zip(CONV_NAMES, indices)]
+    for name, layer, index, parts in targets:
+        for part in parts:
             key = f"features.{index}.{part}"
             if key not in state:
                 problems.append(f"missing {key} (for {name})")
@@ -139,7 +157,8 @@ def load_vgg16_weights(trunk: VGG16Trunk, weights: str | None) -> None:
                 copies.append((getattr(layer, part), state[key]))
     unknown = [k for k in state if not k.startswith(("features.", "classifier."))]
     if problems or unknown:
-        raise WeightsError(f"weights {weights} are not a torchvision VGG-16 state dict: "
+        kind = "VGG-16-BN" if trunk.batch_norm else "VGG-16"
+        raise WeightsError(f"weights {weights} are not a torchvision {kind} state dict: "
                            f"{problems[:10]}{' unrecognised keys ' + str(unknown[:10]) if unknown else ''}")
     with torch.no_grad():
         for param, value in copies:
