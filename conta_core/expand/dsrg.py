@@ -49,7 +49,7 @@ class DsrgNet(nn.Module):
                  dropout: float = DSRG_TRAINING["dropout"]):
         super().__init__()
         self.backbone = backbone
-        self.dropout = nn.Dropout2d(dropout)
+        self.dropout = nn.Dropout(dropout)  # element-wise, as Caffe's Dropout layer in DSRG's network
         self.aspp = ASPP(backbone.stage_channels[-1], num_classes, tuple(rates))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
