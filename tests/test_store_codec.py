@@ -56,6 +56,14 @@ def test_lz4_acceleration_is_a_writer_setting(tmp_path, monkeypatch):
             np.testing.assert_array_equal(r.get("small"), LEVELS[small])
     assert sizes[1]["small"] == sizes[256]["small"]  # below LZ4_ACCELERATE_FROM: acceleration 1
     assert sizes[1]["large"] < sizes[256]["large"]
+    wide = LEVELS[large].astype(np.float16)  # 144 KB, shuffled
+    blobs = []
+    for acceleration in (1, 256):
+        monkeypatch.setattr(store_codec, "LZ4_ACCELERATION", acceleration)
+        blobs.append(store_codec.encode(wide, "lz4"))
+    assert blobs[0] == blobs[1]  # multi-byte items: acceleration 1 whatever their size
+    planes = store_codec._shuffle(wide)  # where acceleration 256 would have made a difference
+    assert store_codec._lz4.compress(planes, mode="fast", acceleration=256, store_size=False) != blobs[0]
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 5000, 100_003])
