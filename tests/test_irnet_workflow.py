@@ -10,7 +10,7 @@ import torch
 from conta_core.expand.affinity import reduce_label
 from conta_core.expand.relation_data import RelationDataset, load_classifier_backbone
 from conta_core.store import MapReader, MapWriter
-from workflow_helpers import planned_jobs, run_snakemake
+from workflow_helpers import planned_jobs, planned_rules, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -176,10 +176,12 @@ def test_tiny_irnet_run(tmp_path):
     # Rerunning does nothing; a changed walk setting reruns the walk, not the relation network.
     again = snakemake(tmp_path, *IRNET)
     assert "Nothing to be done" in again.stdout + again.stderr
-    plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "expand={method: irnet, irnet: {walk: {beta: 5}}}",
-                                  "rounds=0").stdout)
+    # (Planned in this process: the dry run's jobs, without a snakemake process per plan.)
+    configfiles, irnet = [TINY, TINY_IRNET], {"expand": {"method": "irnet"}, "rounds": 0}
+    walk = {"expand": {"method": "irnet", "irnet": {"walk": {"beta": 5}}}}
+    plan = planned_rules(tmp_path, configfiles, {**irnet, **walk})
     assert plan.get("expand") == 1 and "train_relation" not in plan and "ir_label" not in plan
     # A deleted relation network is a missing product of the run: it is retrained, and the walk redone.
     (round0 / "relation_net.pt").unlink()
-    plan = planned_jobs(snakemake(tmp_path, "-n", *IRNET).stdout)
+    plan = planned_rules(tmp_path, configfiles, irnet)
     assert plan.get("train_relation") == 1 and plan.get("expand") == 1 and "ir_label" not in plan

@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_helpers import run_snakemake
+from workflow_helpers import plan_dag, run_snakemake
 
-from snakemake.api import SnakemakeApi
 from snakemake.io import is_flagged
-from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -31,19 +29,6 @@ ROUNDS = 1  # tiny.yaml: rounds 0 and 1
 pytestmark = pytest.mark.workflow
 
 
-# -- planning in this process ------------------------------------------------------------------
-def _dag(workdir: Path, configfiles: list[Path], overrides: dict, use, forceall: bool = False):
-    """`use(dag)` of the planned DAG (a dry run: nothing is executed)."""
-    with SnakemakeApi(OutputSettings()) as api:
-        workflow = api.workflow(snakefile=REPO / "Snakefile", workdir=workdir,
-                                config_settings=ConfigSettings(configfiles=configfiles, config=overrides),
-                                resource_settings=ResourceSettings(cores=1))
-        internal = workflow.dag(dag_settings=DAGSettings(forceall=forceall)).workflow_api._workflow
-        internal._prepare_dag(forceall=forceall, ignore_incomplete=True, lock_warn_only=True)
-        internal._build_dag()
-        return use(internal.dag)
-
-
 def job_id(job) -> tuple:
     return (job.rule.name, tuple(sorted((k, str(v)) for k, v in job.wildcards_dict.items())))
 
@@ -53,7 +38,7 @@ class Run:
 
     def __init__(self, workdir: Path, configfiles: list[Path], base: dict | None = None):
         self.workdir, self.configfiles, self.base = workdir, configfiles, base or {}
-        graph = _dag(workdir, configfiles, self.base, self._graph, forceall=True)
+        graph = plan_dag(workdir, configfiles, self.base, self._graph, forceall=True)
         self.jobs, self.consumers, outputs = graph
         for path, is_directory in outputs:
             target = workdir / path
@@ -82,7 +67,7 @@ class Run:
 
     def plan(self, overrides: dict) -> set:
         config = merge(copy.deepcopy(self.base), copy.deepcopy(overrides))
-        planned = _dag(self.workdir, self.configfiles, config, lambda dag: {job_id(j) for j in dag.needrun_jobs()})
+        planned = plan_dag(self.workdir, self.configfiles, config, lambda dag: {job_id(j) for j in dag.needrun_jobs()})
         return planned - {("all", ())}
 
     def downstream(self, direct: set) -> set:
@@ -304,7 +289,7 @@ def plans_nothing_together(run: Run, changes: list) -> bool:
         merge(overrides, nested(key, value))
     config = merge(copy.deepcopy(run.base), overrides)
     try:
-        jobs, planned = _dag(run.workdir, run.configfiles, config,
+        jobs, planned = plan_dag(run.workdir, run.configfiles, config,
                              lambda dag: ({job_id(j) for j in dag.jobs}, {job_id(j) for j in dag.needrun_jobs()}))
     except Exception:  # noqa: BLE001 -- values valid alone but not together: plan them one by one
         return False
@@ -396,6 +381,6 @@ def test_last_round_training_prediction_is_not_built(crf_run):
 
 def test_short_cpu_jobs_are_local(crf_run):
     """SLURM hygiene (issue 15 item 7): seconds-long CPU jobs run where Snakemake runs."""
-    local = _dag(crf_run.workdir, crf_run.configfiles, {}, lambda dag: set(dag.workflow._localrules))
+    local = plan_dag(crf_run.workdir, crf_run.configfiles, {}, lambda dag: set(dag.workflow._localrules))
     assert local >= {"all", "generate_synthetic", "summary"}
     assert not local & {"train_classifier", "cam", "expand", "train_segmenter", "predict", "dataset_index"}

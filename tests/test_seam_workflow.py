@@ -12,7 +12,7 @@ from conta_core.cam_labels import cam_to_label, cam_to_label_power
 from conta_core.data.index import DatasetIndex
 from conta_core.metrics import ConfusionMatrix
 from conta_core.store import MapReader
-from workflow_helpers import planned_jobs, run_snakemake
+from workflow_helpers import planned_jobs, planned_rules, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -96,7 +96,6 @@ def test_tiny_seam_run(tmp_path):
 
     # A changed walk setting reruns round 0's walk, not its affinity network or labels; round 1
     # follows from round 0's new segmenter (through the confounder), so all of it reruns.
-    plan = planned_jobs(snakemake(tmp_path, "-n", "--config", "threads=1",
-                                  "expand={affinitynet: {beta: 4.0}}").stdout)
+    plan = planned_rules(tmp_path, [TINY, TINY_SEAM], {"threads": 1, "expand": {"affinitynet": {"beta": 4.0}}})
     assert plan.get("expand") == 2 and plan.get("train_segmenter") == 2
     assert plan.get("train_affinity") == plan.get("aff_label") == plan.get("train_classifier") == 1

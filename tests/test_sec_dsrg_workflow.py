@@ -10,7 +10,7 @@ import torch
 
 from conta_core.expand.seeds import SEED_KIND, UNLABELLED
 from conta_core.store import MapReader
-from workflow_helpers import planned_jobs, run_snakemake
+from workflow_helpers import planned_rules, run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tests" / "configs"
@@ -46,15 +46,17 @@ def test_tiny_run(tmp_path, method):
             assert (results / "benchmarks" / f"round{t}" / f"{step}.tsv").exists()
     # Round 0 (round 1 follows from it through the confounder): a loss key retrains the network
     # and redoes the pseudo-masks, not the seeds; a seed key also the seeds; neither the CAMs.
-    def plan(override):
-        return planned_jobs(snakemake(tmp_path, method, "-n", "--config", override, "rounds=0").stdout)
+    # (Planned in this process: the dry run's jobs, without a snakemake process per plan.)
+    def plan(override: dict) -> dict[str, int]:
+        configfiles = [CONFIGS / "tiny.yaml", CONFIGS / f"tiny_{method}.yaml"]
+        return planned_rules(tmp_path, configfiles, {**override, "rounds": 0})
 
-    got = plan(f"expand={{{method}: {{loss: {{crf_scale: 6.0}}}}}}")
+    got = plan({"expand": {method: {"loss": {"crf_scale": 6.0}}}})
     assert got[f"train_{method}"] == 1 and got["expand"] == 1 and "seeds" not in got and "cam" not in got
-    got = plan(f"expand={{{method}: {{seeds: {{fg_fraction: 0.3}}}}}}")
+    got = plan({"expand": {method: {"seeds": {"fg_fraction": 0.3}}}})
     assert got["seeds"] == 1 and got[f"train_{method}"] == 1 and "cam" not in got
     if method == "dsrg":  # the saliency folder is read by the seeds step alone (not the index)
-        got = plan("dataset={saliency_root: /nowhere}")
+        got = plan({"dataset": {"saliency_root": "/nowhere"}})
         assert got["seeds"] == 1 and "dataset_index" not in got and "train_classifier" not in got
 
 

@@ -32,3 +32,32 @@ def planned_jobs(output: str) -> dict[str, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 counts[parts[0]] = int(parts[1])
     return counts
+
+
+def plan_dag(workdir: Path, configfiles: list[Path], config: dict, use, forceall: bool = False):
+    """`use(dag)` of the DAG that `snakemake -n` would plan, built in this process through
+    Snakemake's Python API (~0.3 s instead of ~2 s for a `snakemake -n` process); `config`
+    is what `--config` would give, as typed values."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(snakefile=REPO / "Snakefile", workdir=workdir,
+                                config_settings=ConfigSettings(configfiles=configfiles, config=config),
+                                resource_settings=ResourceSettings(cores=1))
+        internal = workflow.dag(dag_settings=DAGSettings(forceall=forceall)).workflow_api._workflow
+        internal._prepare_dag(forceall=forceall, ignore_incomplete=True, lock_warn_only=True)
+        internal._build_dag()
+        return use(internal.dag)
+
+
+def planned_rules(workdir: Path, configfiles: list[Path], config: dict) -> dict[str, int]:
+    """Job counts per rule of the jobs a dry run would run (as planned_jobs, without `all`)."""
+    def count(dag) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for job in dag.needrun_jobs():
+            if job.rule.name != "all":
+                counts[job.rule.name] = counts.get(job.rule.name, 0) + 1
+        return counts
+
+    return plan_dag(workdir, configfiles, config, count)
