@@ -6,8 +6,9 @@ pixels and 0.01-0.14 % of VOC-size CAMs' depending on the background threshold,
 and the demo's seed mIoU moves by at most 0.0008 either way: within noise) and
 every item LZ4-compressed: 3-4x faster to read than zlib at 1.2-1.3x its size,
 and 2.4-8x faster to write than LZ4-HC; one-byte items of 64 KiB and more at LZ4
-acceleration 256, which decodes VOC-size CAMs 3.5x faster for 2x the bytes. zlib (``zlib1``) is the
-fallback where the ``lz4`` package is missing, and ``raw`` stores the bytes as they are.
+acceleration 256, which decodes VOC-size CAMs 3.5x faster for 2x the bytes. zlib
+(``zlib1``) is the fallback where the ``lz4`` package is missing, and ``raw`` stores the
+bytes as they are.
 Multi-byte dtypes are byte-shuffled first (the bytes of equal significance
 together), which compresses float maps better.
 
@@ -43,10 +44,11 @@ log = logging.getLogger(__name__)
 CODECS = ("lz4", "lz4hc", "zlib1", "raw")
 DEFAULT_CODEC = "lz4"
 # LZ4's acceleration for "lz4" items of one-byte values (quantised CAMs, masks) of at least
-# LZ4_ACCELERATE_FROM bytes; other items use 1 (a writer setting: any value decodes the same way). A higher value finds fewer, longer matches:
-# more bytes, but fewer sequences for the decoder to branch on, which is what a large item's
-# read waits for (VOC-size CAMs at 256: 2x the bytes, a 3.5x faster decode); a small item's
-# read is mostly per-call costs, so it keeps the smaller encoding (bench/store.md).
+# LZ4_ACCELERATE_FROM bytes; other items use 1 (a writer setting: any value decodes the same
+# way). A higher value finds fewer, longer matches: more bytes, but fewer sequences for the
+# decoder to branch on, which is what a large item's read waits for (VOC-size CAMs at 256: 2x
+# the bytes, a 3.5x faster decode); a small item's read is mostly per-call costs, so it keeps
+# the smaller encoding (bench/store.md).
 LZ4_ACCELERATION = 256
 LZ4_ACCELERATE_FROM = 1 << 16
 
