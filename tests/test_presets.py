@@ -7,7 +7,6 @@ changes the output; a wrong checkpoint names its bad keys; ``imagenet`` without
 network fails at once saying how to use a local file (the download is stubbed,
 so no test touches the network).
 """
-import copy
 import subprocess
 import time
 import urllib.error
@@ -17,38 +16,11 @@ import jsonschema
 import pytest
 import torch
 import torchvision
-import yaml
 
 from conta_core.models import backbone as backbone_module
 from conta_core.models.backbone import WeightsError, build_resnet
+from preset_helpers import PRESETS, preset_config, schema
 from workflow_helpers import planned_jobs, run_snakemake
-
-REPO = Path(__file__).resolve().parents[1]
-PRESETS = REPO / "presets"
-
-
-# ------------------------------------------------------------------ config merging
-
-
-def merge(base: dict, over: dict) -> dict:
-    """Snakemake's --configfile merge: nested dicts merged key by key, the rest replaced."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def preset_config(name: str) -> dict:
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
-    return merge(base, yaml.safe_load((PRESETS / name).read_text()))
-
-
-def schema() -> dict:
-    return yaml.safe_load((REPO / "schemas/config.schema.yaml").read_text())
-
 
 PRESET_NAMES = sorted(p.name for p in PRESETS.glob("*.yaml"))
 

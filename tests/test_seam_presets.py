@@ -1,11 +1,10 @@
 """The SEAM presets (issue 12 item 6): the paper's settings, and `snakemake -n` of the full 3-round run
 on VOC- and COCO-sized fake indices in under 10 s (bench/plan_coco_index.py does the timing)."""
-import importlib.util
 from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
+from preset_helpers import plan_bench, preset_config, schema
 
 from conta_core import methods, seam
 from conta_core.expand import affinitynet
@@ -14,27 +13,11 @@ from conta_core.models.resnet38 import MXNET_FILE
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ["voc12_seam_conta.yaml", "coco14_seam_conta.yaml"]
 
-_spec = importlib.util.spec_from_file_location("plan_bench", REPO / "bench" / "plan_coco_index.py")
-plan_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plan_bench)
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def preset(name: str) -> dict:
-    return merge(yaml.safe_load((REPO / "config.yaml").read_text()),
-                 yaml.safe_load((REPO / "presets" / name).read_text()))
-
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_seam_preset_carries_the_papers_settings(name):
-    config = preset(name)
-    jsonschema.validate(config, yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text()))
+    config = preset_config(name)
+    jsonschema.validate(config, schema())
     assert config["method"] == "seam" and config["rounds"] == 3
     cls = config["classifier"]
     # Appendix 3.1: Adam, lr 0.01, poly 0.9, batch 8, 8 epochs, long side 448-768, 448 crops

@@ -1,42 +1,24 @@
 """The SEC and DSRG presets (issues 13, 14): the paper's settings (Appendix 3.3 / 3.4), and
 `snakemake -n` of the full run on VOC- and COCO-sized fake indices in under 10 s (timed through
 bench/plan_coco_index.py)."""
-import importlib.util
 from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
+from preset_helpers import plan_bench, preset_config, schema
 
 from conta_core import methods
 from conta_core.expand import dsrg, sec
 
 REPO = Path(__file__).resolve().parents[1]
-
-_spec = importlib.util.spec_from_file_location("plan_bench", REPO / "bench" / "plan_coco_index.py")
-plan_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(plan_bench)
-
 ROUNDS = {"sec": 3, "dsrg": 2}  # the paper's best round of each
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def preset(name: str) -> dict:
-    return merge(yaml.safe_load((REPO / "config.yaml").read_text()),
-                 yaml.safe_load((REPO / "presets" / name).read_text()))
 
 
 @pytest.mark.parametrize("method", ["sec", "dsrg"])
 @pytest.mark.parametrize("data", ["voc12", "coco14"])
 def test_preset_carries_the_papers_settings(method, data):
-    config = preset(f"{data}_{method}_conta.yaml")
-    jsonschema.validate(config, yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text()))
+    config = preset_config(f"{data}_{method}_conta.yaml")
+    jsonschema.validate(config, schema())
     recipe = methods.get(method)
     assert config["method"] == method and config["rounds"] == ROUNDS[method]
     assert config["dataset"]["kind"] == data and config["expand"]["method"] == recipe.default_expansion == method
