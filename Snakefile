@@ -8,6 +8,7 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
+import copy
 import os
 import sys
 
@@ -43,22 +44,24 @@ _CONFIG_TEXTS = [
 restore_file_strings(config, _CONFIG_TEXTS, _SCHEMA)
 apply_cli_types(config, workflow.config_settings.config, _SCHEMA)
 
+# Used as a module (`module conta: config: ...`), Snakemake skips the configfile above: the
+# given config, all the user set, is laid over config.yaml's defaults (a plain run already
+# holds them all, and the user set what its config files and --config name).
+if getattr(workflow.modifier, "namespace", None):
+    _USER_SET = [copy.deepcopy(config)]
+else:
+    _USER_SET = [load_yaml(text) or {} for text in _CONFIG_TEXTS[1:]]
+    _USER_SET.append(workflow.config_settings.config or {})
+with_defaults(config, load_yaml(_CONFIG_TEXTS[0]))
+
 # config.yaml is the IRNet demo. On the generated dataset another method's CPU demo settings,
-# presets/demo_<method>.yaml, are laid over it for every key the user's config files and
-# --config leave out: `--config method=sec` runs the SEC demo (its backbone, expansion, rounds).
-_METHOD_DEMO = f"{WORKFLOW_DIR}/presets/demo_{config.get('method', 'irnet')}.yaml"
+# presets/demo_<method>.yaml, are laid over it for every key the user leaves out:
+# `--config method=sec` runs the SEC demo (its backbone, expansion, rounds).
+_METHOD_DEMO = f"{WORKFLOW_DIR}/presets/demo_{config['method']}.yaml"
 if config["dataset"]["kind"] == "synthetic" and os.path.exists(_METHOD_DEMO):
     _DEMO_TEXT = open(_METHOD_DEMO).read()
-    apply_layer(
-        config,
-        load_yaml(_DEMO_TEXT),
-        [load_yaml(text) or {} for text in _CONFIG_TEXTS[1:]]
-        + [workflow.config_settings.config or {}],
-    )
+    apply_layer(config, load_yaml(_DEMO_TEXT), _USER_SET)
     restore_file_strings(config, [_DEMO_TEXT], _SCHEMA)
-# Used as a module (`module conta: config: ...`), Snakemake skips the configfile above: the
-# given config is laid over config.yaml's defaults (a plain run already holds them all).
-with_defaults(config, load_yaml(_CONFIG_TEXTS[0]))
 
 validate(config, "schemas/config.schema.yaml")
 if config["rounds"] is None:  # the method's own number of rounds (paper: 3, DSRG 2)

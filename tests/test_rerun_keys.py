@@ -359,9 +359,10 @@ def test_structural_keys(crf_run):
     assert rules_of(planned).get("train_relation") == ROUNDS + 1
     assert ("train_classifier", (("round", "0"),)) not in planned
     assert ("cam", (("round", "0"), ("shard", "0"))) not in planned
-    # Another method (SEAM, with the classifier architecture it requires): every classifier and
+    # Another method (SEAM, with the classifier architecture it requires; the CRF expansion kept,
+    # which presets/demo_seam.yaml would otherwise make affinitynet): every classifier and
     # everything after it (the CAM step, scoring and overlays read the method too, all downstream).
-    planned = run.plan({"method": "seam", "classifier": {"backbone": "resnet38"}})
+    planned = run.plan({"method": "seam", "classifier": {"backbone": "resnet38"}, "expand": {"method": "crf"}})
     assert planned == run.downstream(run.select("train_classifier"))
     # Another dataset kind: the index and everything after it, nothing generated.
     planned = run.plan({"dataset": {"kind": "voc_layout", "root": "/nonexistent"}})
