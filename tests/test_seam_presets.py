@@ -1,5 +1,6 @@
 """The SEAM presets (issue 12 item 6): the paper's settings, and `snakemake -n` of the full 3-round run
-on VOC- and COCO-sized fake indices in under 10 s (bench/plan_coco_index.py does the timing)."""
+on VOC- and COCO-sized fake indices plans every job (its time, target < 10 s, is measured by
+bench/plan_coco_index.py --preset, not asserted here: speed is a bench's job)."""
 from pathlib import Path
 
 import jsonschema
@@ -43,7 +44,7 @@ def test_seam_preset_carries_the_papers_settings(name):
 
 
 @pytest.mark.workflow
-def test_voc12_seam_preset_plans_in_under_10_s_on_a_voc_sized_index(tmp_path):
+def test_voc12_seam_preset_plans_on_a_voc_sized_index(tmp_path):
     devkit, sbd = tmp_path / "VOCdevkit", tmp_path / "benchmark_RELEASE"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"):
         (devkit / "VOC2012" / sub).mkdir(parents=True)
@@ -53,24 +54,22 @@ def test_voc12_seam_preset_plans_in_under_10_s_on_a_voc_sized_index(tmp_path):
     plan_bench.finish_index(plan_bench.fake_voc_scan(devkit / "VOC2012"),
                             {"train_split": "train_aug", "eval_split": "val"}, dataset)
     (dataset / "sbd_masks.h5").touch()
-    elapsed, jobs = plan_bench.snakemake_plan(work, devkit, 0, path, f"dataset={{root: {devkit}, sbd_root: {sbd}}}")
+    _, jobs = plan_bench.snakemake_plan(work, devkit, 0, path, f"dataset={{root: {devkit}, sbd_root: {sbd}}}")
     shards, rounds = 4, 4
     assert jobs["train_classifier"] == rounds and jobs["train_affinity"] == rounds
     assert jobs["cam"] == jobs["aff_label"] == jobs["expand"] == rounds * shards
     assert "ir_label" not in jobs and "train_relation" not in jobs and "dataset_index" not in jobs
-    assert elapsed < 10, f"planning took {elapsed:.1f} s"
 
 
 @pytest.mark.workflow
-def test_coco14_seam_preset_plans_in_under_10_s_on_a_coco_sized_index(tmp_path):
+def test_coco14_seam_preset_plans_on_a_coco_sized_index(tmp_path):
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
     work, path, mask_shards = tmp_path / "work", REPO / "presets" / "coco14_seam_conta.yaml", 4
     dataset = work / "results" / "coco14_seam_conta" / "dataset"
     scan = plan_bench.fake_scan(root, dataset, mask_shards)  # 82,783 + 40,504 ids
     plan_bench.finish_index(scan, {"train_split": "train"}, dataset / "plan")
-    elapsed, jobs = plan_bench.snakemake_plan(work, root, mask_shards, path)
+    _, jobs = plan_bench.snakemake_plan(work, root, mask_shards, path)
     shards, rounds = 8, 4
     assert jobs["render_coco_masks"] == 2 * mask_shards and jobs["train_affinity"] == rounds
     assert jobs["aff_label"] == jobs["expand"] == rounds * shards
-    assert elapsed < 10, f"planning took {elapsed:.1f} s"

@@ -1,6 +1,6 @@
 """The SEC and DSRG presets (issues 13, 14): the paper's settings (Appendix 3.3 / 3.4), and
-`snakemake -n` of the full run on VOC- and COCO-sized fake indices in under 10 s (timed through
-bench/plan_coco_index.py)."""
+`snakemake -n` of the full run on VOC- and COCO-sized fake indices plans every job (its time,
+target < 10 s, is measured by bench/plan_coco_index.py --preset, not asserted here)."""
 from pathlib import Path
 
 import jsonschema
@@ -51,7 +51,7 @@ def test_preset_carries_the_papers_settings(method, data):
 
 @pytest.mark.workflow
 @pytest.mark.parametrize("method", ["sec", "dsrg"])
-def test_voc12_preset_plans_in_under_10_s_on_a_voc_sized_index(tmp_path, method):
+def test_voc12_preset_plans_on_a_voc_sized_index(tmp_path, method):
     devkit, sbd = tmp_path / "VOCdevkit", tmp_path / "benchmark_RELEASE"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "Annotations"):
         (devkit / "VOC2012" / sub).mkdir(parents=True)
@@ -62,18 +62,17 @@ def test_voc12_preset_plans_in_under_10_s_on_a_voc_sized_index(tmp_path, method)
     plan_bench.finish_index(plan_bench.fake_voc_scan(devkit / "VOC2012"),
                             {"train_split": "train_aug", "eval_split": "val"}, dataset)
     (dataset / "sbd_masks.h5").touch()
-    elapsed, jobs = plan_bench.snakemake_plan(work, devkit, 0, REPO / "presets" / f"{name}.yaml",
+    _, jobs = plan_bench.snakemake_plan(work, devkit, 0, REPO / "presets" / f"{name}.yaml",
                                               f"dataset={{root: {devkit}, sbd_root: {sbd}}}")
     shards, rounds = 4, ROUNDS[method] + 1
     assert jobs["train_classifier"] == rounds and jobs[f"train_{method}"] == rounds
     assert jobs["cam"] == jobs["seeds"] == jobs["expand"] == rounds * shards
     assert jobs["confounder"] == rounds - 1 and "train_relation" not in jobs and "dataset_index" not in jobs
-    assert elapsed < 10, f"planning took {elapsed:.1f} s"
 
 
 @pytest.mark.workflow
 @pytest.mark.parametrize("method", ["sec", "dsrg"])
-def test_coco14_preset_plans_in_under_10_s_on_a_coco_sized_index(tmp_path, method):
+def test_coco14_preset_plans_on_a_coco_sized_index(tmp_path, method):
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
     name, mask_shards = f"coco14_{method}_conta", 4
@@ -81,8 +80,7 @@ def test_coco14_preset_plans_in_under_10_s_on_a_coco_sized_index(tmp_path, metho
     dataset = work / "results" / name / "dataset"
     scan = plan_bench.fake_scan(root, dataset, mask_shards)  # 82,783 + 40,504 ids
     plan_bench.finish_index(scan, {"train_split": "train"}, dataset / "plan")
-    elapsed, jobs = plan_bench.snakemake_plan(work, root, mask_shards, REPO / "presets" / f"{name}.yaml")
+    _, jobs = plan_bench.snakemake_plan(work, root, mask_shards, REPO / "presets" / f"{name}.yaml")
     shards, rounds = 8, ROUNDS[method] + 1
     assert jobs["render_coco_masks"] == 2 * mask_shards and jobs[f"train_{method}"] == rounds
     assert jobs["seeds"] == jobs["expand"] == rounds * shards
-    assert elapsed < 10, f"planning took {elapsed:.1f} s"
