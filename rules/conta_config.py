@@ -170,14 +170,14 @@ def set_paths(tree: Any, prefix: tuple = ()) -> set[tuple]:
     return paths
 
 
-def apply_layer(config: dict, layer: dict, user_trees: list, prefix: tuple = ()) -> list[str]:
+def apply_layer(config: dict, layer: dict, user_trees: list) -> list[str]:
     """Put, in place, each value of `layer` whose key path none of `user_trees` sets.
 
     `user_trees` are what the user gave (config files, `--config`): they keep precedence
     over the layer, which in turn replaces the base config's values. Returns the
     dotted paths the layer set.
     """
-    user = set().union(*(set_paths(tree) for tree in user_trees)) if user_trees else set()
+    user = set().union(*(set_paths(tree) for tree in user_trees))
     applied = []
 
     def visit(node: dict, target: dict, path: tuple) -> None:
@@ -193,5 +193,5 @@ def apply_layer(config: dict, layer: dict, user_trees: list, prefix: tuple = ())
                 target[key] = copy.deepcopy(value)
                 applied.append(".".join(map(str, here)))
 
-    visit(layer, config, prefix)
+    visit(layer, config, ())
     return applied
