@@ -12,11 +12,12 @@ from tqdm import tqdm
 
 from .cam_labels import same_size_batches
 from .checkpoint import CHECKSUM_KEY, payload_digest
-from .crf import dense_crf
+from .crf import crf_labels
 from .data.datasets import SegmentationDataset, to_tensor
 from .data.images import resize_mask, working_size
 from .models.backbone import build_resnet
 from .models.deeplab import DeepLabV2, msc_loss
+from .parallel import ProcessMap
 from .scalars import ScalarLog
 from .train import Checkpointing, TrainJob, TrainSettings, train_job
 
@@ -169,24 +170,38 @@ def _downscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
+def _crf_task(labels: int):
+    """The worker's function: the uint8 argmax of an image's refined probabilities
+    (:func:`conta_core.crf.crf_labels`, torch-free, so spawned workers load no torch)."""
+    return partial(crf_labels, labels=tuple(range(labels)), max_side=None)
+
+
 @torch.no_grad()
-def predict_masks(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool,
-                  max_side: int | None = PREDICT_MAX_SIDE) -> list[np.ndarray]:
-    """uint8 [H, W] masks of same-sized images, predicted in one pass; images with a side over
-    ``max_side`` (None: no limit) are predicted at that size and their masks scaled back."""
+def _network(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool,
+             max_side: int | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """(images at the working size, their softmax maps [N, L, h, w] float32 with ``crf``,
+    else their uint8 argmax masks [N, h, w])."""
     height, width = images[0].shape[:2]
     size = working_size(height, width, max_side)
     if size != (height, width):
         images = [_downscale(image, *size) for image in images]
     logits = model.predict(torch.stack([to_tensor(image) for image in images]).to(device))
     if not crf:
-        masks = list(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
-    else:
-        probs = torch.softmax(logits, dim=1).cpu().numpy()
-        del logits
-        masks = [dense_crf(image, p, max_side=None).argmax(axis=0).astype(np.uint8)
-                 for image, p in zip(images, probs)]
-    return [resize_mask(mask, height, width) for mask in masks]
+        return images, logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+    return images, torch.softmax(logits, dim=1).cpu().numpy()
+
+
+def predict_masks(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool,
+                  max_side: int | None = PREDICT_MAX_SIDE, workers: ProcessMap | None = None) -> list[np.ndarray]:
+    """uint8 [H, W] masks of same-sized images, predicted in one pass; images with a side over
+    ``max_side`` (None: no limit) are predicted at that size and their masks scaled back.
+    ``workers``: the processes the dense CRFs are spread over (None: here, one after another)."""
+    height, width = images[0].shape[:2]
+    small, out = _network(model, images, device, crf, max_side)
+    if crf:
+        task = _crf_task(out.shape[1])
+        out = [task(image, p) for image, p in zip(small, out)] if workers is None else workers(task, small, out)
+    return [resize_mask(mask, height, width) for mask in out]
 
 
 def oversized(ids: list, size_of, max_side: int | None, limit: str = "the prediction max side") -> str | None:
@@ -201,18 +216,39 @@ def oversized(ids: list, size_of, max_side: int | None, limit: str = "the predic
 
 
 def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device, crf: bool, writer,
-                  batch_size: int, max_side: int | None = PREDICT_MAX_SIDE) -> None:
+                  batch_size: int, max_side: int | None = PREDICT_MAX_SIDE, workers: int = 1) -> None:
     """Predict ``ids`` into ``writer`` in batches of same-sized images, skipping images it
-    already holds (a resumed shard); ``max_side``: see :func:`predict_masks`."""
+    already holds (a resumed shard); ``max_side``: see :func:`predict_masks`.
+
+    With ``crf`` and ``workers`` > 1 the dense CRFs (one core each, ~2 s for a VOC image
+    with 21 labels, 70x the network's GPU time) run in that many spawned processes while
+    the network predicts the next batches; at most 2 per worker are pending (a softmax map
+    apiece: 16 MB for VOC). The masks are written in the same order and are the same
+    whatever ``workers`` is (each image's CRF is computed alone, the same way).
+    """
     model.to(device).eval()
     todo = writer.pending(ids)
     warning = oversized(todo, index.size, max_side)
     if warning:
         print(f"[predict] warning: {warning}", file=sys.stderr, flush=True)
     progress = tqdm(total=len(todo), desc="predict", file=sys.stderr, mininterval=5.0)
-    for batch in same_size_batches(todo, index.size, batch_size):
-        masks = predict_masks(model, [index.read_image(i) for i in batch], device, crf, max_side)
-        for image_id, mask in zip(batch, masks):
-            writer.put(image_id, mask)
-        progress.update(len(batch))
+
+    def predicted():
+        """((id, height, width), network output of one image), batch after batch."""
+        for batch in same_size_batches(todo, index.size, batch_size):
+            images = [index.read_image(i) for i in batch]
+            small, out = _network(model, images, device, crf, max_side)
+            height, width = images[0].shape[:2]
+            del images
+            for image_id, image, item in zip(batch, small, out):
+                yield (image_id, height, width), (image, item)
+
+    with ProcessMap(workers if crf else 1) as pool:
+        if crf:  # one plane per output channel of the network
+            masks = pool.ordered(_crf_task(model.aspp.branches[0].out_channels), predicted())
+        else:
+            masks = ((key, item) for key, (_, item) in predicted())
+        for (image_id, height, width), mask in masks:
+            writer.put(image_id, resize_mask(mask, height, width))
+            progress.update(1)
     progress.close()

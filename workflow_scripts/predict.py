@@ -1,14 +1,19 @@
-"""Predict segmentation masks for one shard of a split with a round's DeepLab-v2."""
+"""Predict segmentation masks for one shard of a split with a round's DeepLab-v2.
+
+With segment.crf the dense CRFs run in ``--threads`` worker processes (one when 1),
+spawned: they import this script again, so its module-level imports stay torch-free
+(torch is imported under ``__main__`` only).
+"""
 from pathlib import Path
 
 from _common import parser, provenance, setup, shard_ids
 
-from conta_core.classify import load_model
-from conta_core.data.index import DatasetIndex
-from conta_core.segment import PREDICT_MAX_SIDE, build_segmenter, predict_split
-from conta_core.store import MapWriter
-
 if __name__ == "__main__":
+    from conta_core.classify import load_model
+    from conta_core.data.index import DatasetIndex
+    from conta_core.segment import PREDICT_MAX_SIDE, build_segmenter, predict_split
+    from conta_core.store import MapWriter
+
     p = parser(__doc__)
     p.add_argument("--index-dir", type=Path, required=True)
     p.add_argument("--round", type=int, required=True)
@@ -26,5 +31,6 @@ if __name__ == "__main__":
     attrs = provenance("predict", args.round, s, index.classes, split=args.split, shard=args.shard)
     with MapWriter(args.out, kind="seg_pred", attrs=attrs) as writer:
         # A resumed shard keeps the masks its killed run wrote (predict_split skips them).
+        # torch keeps its --threads too: on a GPU it waits; on a CPU the CRF workers share the cores.
         predict_split(model, index, ids, device, s["segment"]["crf"], writer, s["segment"]["predict_batch_size"],
-                      s["segment"].get("predict_max_side", PREDICT_MAX_SIDE))
+                      s["segment"].get("predict_max_side", PREDICT_MAX_SIDE), workers=args.threads)
