@@ -22,8 +22,14 @@ Each step's wall time on G GPUs:
   hide it (needs ``images/s x s/image`` cores per job).
 * inference (cam, expand, predict): the images split over ``shards`` jobs of one
   GPU each; ``min(G, shards)`` run at once. The estimate assumes ``shards = max(4, G)``
-  (the preset's 4; set ``shards: 8`` on 8 GPUs). predict runs a 21-label dense CRF
-  per image on the CPU inside the job (``segment.crf: true``), after the network.
+  (the preset's 4; set ``shards: 8`` on 8 GPUs).
+* predict's dense CRFs (``segment.crf: true``, 21 labels, one core each) run in the
+  job's worker processes (``conta_core.segment.predict_split``), one per CPU core a
+  predict job gets: ``workers = cpu cores // predict jobs at once`` (16 cores, 1 GPU:
+  16; 8 GPUs: 2), which the run asks for with ``--set-threads predict=<workers>``.
+  They refine batch k while the network predicts batch k+1, so a job takes
+  ``wall = max(network + decode, CRFs / workers)`` (the job's own process, waiting on
+  the GPU, is not counted as a core). No other step is modelled as overlapped.
 * ir_label: two dense CRFs per image (3 labels: background + ~1.5 classes), CPU
   only, one thread per shard job: ``min(shards, cpu cores)`` at once.
 
@@ -79,6 +85,18 @@ def _infer_step(name: str, images: int, s_per_image: float, gpus: int, shards: i
             "serial_cpu_s": images * cpu_s / jobs, "images": images}
 
 
+def _predict_step(name: str, images: int, s_per_image: float, decode_s: float, crf_s: float, gpus: int,
+                  shards: int, cpu_cores: int) -> dict:
+    """Inference whose per-image CPU work ``crf_s`` runs in the job's worker processes, overlapped
+    with the job's own serial part (network on the GPU, then decoding): wall = max of the two."""
+    jobs = min(gpus, shards)
+    workers = max(1, cpu_cores // jobs)
+    per_job = images / jobs
+    gpu, serial, pool = per_job * s_per_image, per_job * decode_s, per_job * crf_s / workers
+    return {"step": name, "gpus_used": jobs, "gpu_s": gpu, "serial_cpu_s": serial, "cpu_workers": workers,
+            "pool_cpu_s": pool, "wall_s": max(gpu + serial, pool), "images": images}
+
+
 def estimate(m: dict, gpus: int, *, cpu_cores: int, allreduce_gbps: float = 100.0,
              run: dict = VOC_RUN) -> dict:
     """Per-step and total hours of the full run on ``gpus`` GPUs.
@@ -109,28 +127,34 @@ def estimate(m: dict, gpus: int, *, cpu_cores: int, allreduce_gbps: float = 100.
         _train_step("train_segmenter", s["epochs"] * (n // s["batch_size"]), s["batch_size"], gpus,
                     m["segment_s_iter"], m.get("segment_s_iter_rank"), m["segment_params"],
                     m["load_seg_s_image"], allreduce_gbps),
-        _infer_step("predict (train_aug + val)", n + v, m["predict_s_image"], gpus, shards,
-                    m["decode_s_image"] + (m["crf21_s"] if s["crf"] else 0.0)),
+        _predict_step("predict (train_aug + val)", n + v, m["predict_s_image"], m["decode_s_image"],
+                      m["crf21_s"] if s["crf"] else 0.0, gpus, shards, cpu_cores),
     ]
     loading_steps = {"train_classifier", "train_relation", "train_segmenter"}
     for step in steps:
-        step["wall_s"] = step["gpu_s"] + step["serial_cpu_s"]
+        step.setdefault("pool_cpu_s", 0.0)
+        step.setdefault("wall_s", step["gpu_s"] + step["serial_cpu_s"])  # predict's: already the max
         hidden = step["step"] in loading_steps
         step["overlapped_s"] = step["gpu_s"] if hidden else step["wall_s"]
     round_s = sum(st["wall_s"] for st in steps)
     overlapped_s = sum(st["overlapped_s"] for st in steps)
     return {"gpus": gpus, "shards": shards, "cpu_cores": cpu_cores, "allreduce_gbps": allreduce_gbps,
+            "rounds": run["rounds"],
             "steps": steps, "round_h": round_s / 3600, "total_h": run["rounds"] * round_s / 3600,
             "total_overlapped_h": run["rounds"] * overlapped_s / 3600}
 
 
 def format_estimate(est: dict) -> str:
-    lines = [f"{'step':28s} {'GPUs':>4s} {'GPU h':>7s} {'CPU h':>7s} {'h/round':>8s}"]
+    """The table: GPU h, serial CPU h (in the job's own process), pool h (in worker processes,
+    overlapped with the rest of the job), and wall h of each step per round."""
+    lines = [f"{'step':28s} {'GPUs':>4s} {'GPU h':>7s} {'CPU h':>7s} {'pool h':>12s} {'h/round':>8s}"]
     for st in est["steps"]:
+        pool = (f"{st['pool_cpu_s'] / 3600:7.2f} x{st['cpu_workers']:<3d}" if st.get("cpu_workers")
+                else f"{'-':>7s}     ")
         lines.append(f"{st['step']:28s} {st['gpus_used']:4d} {st['gpu_s'] / 3600:7.2f} "
-                     f"{st['serial_cpu_s'] / 3600:7.2f} {st['wall_s'] / 3600:8.2f}")
-    lines.append(f"one round {est['round_h']:.2f} h; full run ({VOC_RUN['rounds']} rounds) "
-                 f"{est['total_h']:.1f} h as configured, {est['total_overlapped_h']:.1f} h with the "
+                     f"{st['serial_cpu_s'] / 3600:7.2f} {pool} {st['wall_s'] / 3600:8.2f}")
+    last = est.get("rounds", VOC_RUN["rounds"]) - 1
+    lines.append(f"one round {est['round_h']:.2f} h; full run, rounds 0..{last} (round 0 = baseline + {last} CONTA "
+                 f"rounds): {est['total_h']:.1f} h as configured, {est['total_overlapped_h']:.1f} h with the "
                  "training data loading overlapped by DataLoader workers")
     return "\n".join(lines)
-

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from gpu_estimate import VOC_RUN, allreduce_s, estimate, ranks_for  # noqa: E402
+from gpu_estimate import VOC_RUN, allreduce_s, estimate, format_estimate, ranks_for  # noqa: E402
 
 # What the bare GPU box lacks: every import of these fails in the dry run's processes
 # (the script and the pytest it starts), as on a box with only torch, numpy, h5py,
@@ -106,7 +106,21 @@ def test_estimate_by_hand():
     assert one["ir_label (CPU)"]["serial_cpu_s"] == pytest.approx(10582 * 2 * 0.5 / 4)
     assert one["train_relation"]["gpu_s"] == pytest.approx(990 * 1.0)
     assert one["train_segmenter"]["gpu_s"] == pytest.approx(19 * 1058 * 0.4)
-    assert one["predict (train_aug + val)"]["serial_cpu_s"] == pytest.approx(12031 * 2.004)
+    # predict on 1 GPU: 1 job, 16 CRF workers. Network 12031 x 0.05 = 601.55 s plus decoding
+    # 12031 x 0.004 = 48.124 s in the job's process; CRFs 12031 x 2.0 / 16 = 1503.875 s in the
+    # workers, overlapped: the job takes the larger.
+    pred = one["predict (train_aug + val)"]
+    assert pred["cpu_workers"] == 16 and pred["gpu_s"] == pytest.approx(601.55)
+    assert pred["serial_cpu_s"] == pytest.approx(48.124) and pred["pool_cpu_s"] == pytest.approx(1503.875)
+    assert pred["wall_s"] == pytest.approx(1503.875)
+    # 64 cores: CRFs 12031 x 2.0 / 64 = 375.97 s, now under the job's 649.674 s
+    wide = estimate(m, 1, cpu_cores=64)["steps"][-1]
+    assert wide["cpu_workers"] == 64 and wide["wall_s"] == pytest.approx(649.674)
+    # No CRF: network and decoding only
+    no_crf = {**VOC_RUN, "segment": {**VOC_RUN["segment"], "crf": False}}
+    assert estimate(m, 1, cpu_cores=16, run=no_crf)["steps"][-1]["wall_s"] == pytest.approx(649.674)
+    # Only predict overlaps: the other inference steps still add their CPU time
+    assert one["cam"]["wall_s"] == pytest.approx(10582 * (0.2 + 0.004))
     total = sum(st["wall_s"] for st in one.values())
     assert estimate(m, 1, cpu_cores=16)["total_h"] == pytest.approx(4 * total / 3600)
     eight = {st["step"]: st for st in estimate(m, 8, cpu_cores=16, allreduce_gbps=100.0)["steps"]}
@@ -117,6 +131,23 @@ def test_estimate_by_hand():
     assert eight["train_segmenter"]["gpus_used"] == 5
     assert eight["cam"]["gpu_s"] == pytest.approx(10582 * 0.2 / 8)
     assert eight["train_relation"]["gpus_used"] == 1
+    # predict on 8 GPUs: 8 shards at once, 16 // 8 = 2 CRF workers each; 12031 / 8 = 1503.875 images
+    # per job: network 75.19 s + decoding 6.02 s, CRFs 1503.875 x 2.0 / 2 = 1503.875 s
+    pred8 = eight["predict (train_aug + val)"]
+    assert pred8["gpus_used"] == 8 and pred8["cpu_workers"] == 2
+    assert pred8["gpu_s"] == pytest.approx(1503.875 * 0.05) and pred8["wall_s"] == pytest.approx(1503.875)
+
+
+def test_format_names_the_rounds():
+    m = {k: 0.1 for k in ("classifier_s_iter", "classifier_s_iter_rank", "cam_s_image", "relation_s_iter",
+                          "boundary_s_image", "walk_s_image", "segment_s_iter", "segment_s_iter_rank",
+                          "predict_s_image", "load_cls_s_image", "load_seg_s_image", "decode_s_image",
+                          "crf3_s", "crf21_s")}
+    m.update(classifier_params=10, segment_params=10)
+    text = format_estimate(estimate(m, 1, cpu_cores=16))
+    assert "rounds 0..3 (round 0 = baseline + 3 CONTA rounds)" in text and "(4 rounds)" not in text
+    # predict's CRF pool: 12031 x 0.1 / 16 s = 0.02 h over 16 workers
+    assert any(line.startswith("predict") and "0.02 x16" in line for line in text.splitlines())
 
 
 def test_voc_numbers_match_the_preset():
