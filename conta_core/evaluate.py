@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .cam_labels import cam_to_label
+from .cam_labels import cam_to_label, label_stored_cam
 from .metrics import ConfusionMatrix, iou_table
 
 STEPS = ("cam", "pseudo_mask", "seg")
@@ -32,10 +32,11 @@ def score_round(index, train_ids: list[str], eval_ids: list[str], cams, pseudo_m
     ``Recipe.cam_labeller``), or a constant background score for :func:`cam_to_label`."""
     if not callable(cam_labels):
         cam_labels = partial(cam_to_label, bg_threshold=float(cam_labels))
+        cam_labels.takes_levels = True
 
-    def cam_label(image_id: str) -> np.ndarray:
+    def cam_label(image_id: str) -> np.ndarray:  # on the stored levels where exact (label_stored_cam)
         classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-        return cam_labels(cams.get(image_id).astype(np.float32, copy=False), classes)
+        return label_stored_cam(cam_labels, cams, image_id, classes)
 
     return {
         "cam": score_masks(index, train_ids, cam_label),

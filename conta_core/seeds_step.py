@@ -64,8 +64,11 @@ def make_seeds(index, ids: list[str], cams, writer, background: Background, *, f
         cues = background(batch, images)
         for image_id, cue in zip(batch, cues):
             classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-            seeds = seeds_from_cams(cams.get(image_id).astype(np.float32, copy=False), classes, cue,
-                                    fraction=fraction, rule=rule)
+            if getattr(cams, "levels", None):  # the stored integers: the same seeds, no float32 read
+                cam, levels = cams.get_levels(image_id)
+            else:
+                cam, levels = cams.get(image_id).astype(np.float32, copy=False), None
+            seeds = seeds_from_cams(cam, classes, cue, fraction=fraction, rule=rule, levels=levels)
             writer.put(image_id, seeds, classes=classes)
             labelled = seeds != UNLABELLED
             counts["background"] += int((seeds == 0).sum())

@@ -179,6 +179,23 @@ class Decoder:
         out /= self._scale
         return out
 
+    def integers(self, blob: bytes | bytearray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A quantised item's integers 0..levels as stored (a new array: decoded straight into it,
+        with no float32 conversion; :meth:`__call__` gives ``dequantise`` of exactly these)."""
+        if self.levels is None:
+            raise CodecError("the item is not quantised: it has no levels")
+        size = math.prod(shape) * dtype.itemsize
+        if size == 0:
+            return np.zeros(shape, dtype)
+        if self.codec == "raw":  # a writable copy of the read bytes
+            flat = _decoded_bytes(bytearray(blob), self.codec, size, None)
+        elif dtype.itemsize > 1:  # shuffled planes, un-shuffled into a new array
+            flat = _decoded_bytes(blob, self.codec, size, self._scratch_of(size))
+            flat = np.ascontiguousarray(flat.reshape(dtype.itemsize, -1).T)
+        else:
+            flat = _decoded_bytes(blob, self.codec, size, np.empty(size, np.uint8))
+        return flat.reshape(-1).view(dtype).reshape(shape)
+
 
 def quantised_dtype(levels: int) -> np.dtype:
     if not 1 <= levels <= 65535:

@@ -34,9 +34,11 @@ if __name__ == "__main__":
                              f"{s['train_split']} has {len(ids)}: the CAM file is stale")
         for image_id in tqdm(ids, desc=f"IR label shard {args.shard}", file=sys.stderr, mininterval=5.0):
             classes = [int(c) for c in cams.item_attrs(image_id)["classes"]]
-            label = make_ir_label(index.read_image(image_id), cams.get(image_id).astype("float32", copy=False), classes,
+            # Thresholds and arg-max only: exact on the stored levels, which skip the float32 read.
+            cam, levels = cams.get_levels(image_id) if cams.levels else (cams.get(image_id), None)
+            label = make_ir_label(index.read_image(image_id), cam, classes,
                                   conf_fg=cfg["conf_fg"], conf_bg=cfg["conf_bg"], gt_prob=cfg["gt_prob"],
-                                  crf_params=cfg["crf"])
+                                  crf_params=cfg["crf"], levels=levels)
             writer.put(image_id, label, classes=classes)
             counts["fg"] += int(((label != 0) & (label != 255)).sum())
             counts["bg"] += int((label == 0).sum())

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conta_core.cam_labels import background_argmax
 from conta_core.models.backbone import build_resnet
 
 from .affinity import affinity_labels, reduce_label
@@ -66,29 +67,30 @@ def _default_crf() -> Callable:
 
 
 def confident_labels(image: np.ndarray, cams: np.ndarray, bg_score: float, crf_fn: Callable | None = None, *,
-                     gt_prob: float = IR_CRF_GT_PROB, crf_params: dict | None = None) -> np.ndarray:
+                     gt_prob: float = IR_CRF_GT_PROB, crf_params: dict | None = None,
+                     levels: int | None = None) -> np.ndarray:
     """CRF-refined argmax of ``[bg_score, cams]``: channel index ``[H, W]`` (0 = background).
 
     IRNet pads the CAMs with a constant background score, takes the argmax (ties
     go to the background, the first channel), and refines that hard map with a
-    dense CRF on the image.
+    dense CRF on the image. ``levels``: ``cams`` are a quantised map's integers
+    (the same arg-max as their float32 values: :func:`conta_core.cam_labels.background_argmax`).
     """
-    padded = np.concatenate([np.full((1, *cams.shape[1:]), bg_score, dtype=np.float32),
-                             cams.astype(np.float32, copy=False)], axis=0)
-    hard = padded.argmax(0)
+    hard = background_argmax(cams, bg_score, levels)
     crf_fn = crf_fn or _default_crf()
     params = dict(IR_CRF_PARAMS, **(crf_params or {}))
-    q = crf_fn(np.ascontiguousarray(image), labels_to_probs(hard, padded.shape[0], gt_prob), **params)
+    q = crf_fn(np.ascontiguousarray(image), labels_to_probs(hard, len(cams) + 1, gt_prob), **params)
     return np.asarray(q).argmax(0)
 
 
 def make_ir_label(image: np.ndarray, cams: np.ndarray, class_ids: Sequence[int], conf_fg: float = 0.30,
                   conf_bg: float = 0.05, crf_fn: Callable | None = None, *, gt_prob: float = IR_CRF_GT_PROB,
-                  crf_params: dict | None = None, ignore_index: int = 255) -> np.ndarray:
+                  crf_params: dict | None = None, ignore_index: int = 255, levels: int | None = None) -> np.ndarray:
     """IRNet's IR label (``cam_to_ir_label.py``): uint8 ``[H, W]``, 0 bg, class id, or ``ignore_index``.
 
     image: uint8 ``[H, W, 3]``; cams: ``[K, H, W]`` max-normalised CAMs of the
-    image's K labelled classes ``class_ids`` (foreground indices, 1..C-1).
+    image's K labelled classes ``class_ids`` (foreground indices, 1..C-1); ``levels``:
+    they are a quantised map's integers (``MapReader.get_levels``; the same label).
 
     Two CRF-refined maps (:func:`confident_labels`):
 
@@ -105,7 +107,7 @@ def make_ir_label(image: np.ndarray, cams: np.ndarray, class_ids: Sequence[int],
     bi_rgb_std, bi_w) -> [L, H, W]``; default :func:`conta_core.crf.dense_crf`.
     """
     image = np.asarray(image)
-    cams = np.asarray(cams, dtype=np.float32)
+    cams = np.asarray(cams, dtype=np.float32) if levels is None else np.asarray(cams)
     if cams.ndim != 3 or cams.shape[0] != len(class_ids):
         raise ValueError(f"cams must be [K, H, W] with K = {len(class_ids)} classes, got {cams.shape}")
     if image.shape[:2] != cams.shape[1:]:
@@ -114,8 +116,8 @@ def make_ir_label(image: np.ndarray, cams: np.ndarray, class_ids: Sequence[int],
         # No labelled class: IRNet never sees such images; everything is background.
         return np.zeros(image.shape[:2], dtype=np.uint8)
     keys = np.asarray([0, *[int(c) for c in class_ids]], dtype=np.uint8)
-    fg = keys[confident_labels(image, cams, conf_fg, crf_fn, gt_prob=gt_prob, crf_params=crf_params)]
-    bg = keys[confident_labels(image, cams, conf_bg, crf_fn, gt_prob=gt_prob, crf_params=crf_params)]
+    fg = keys[confident_labels(image, cams, conf_fg, crf_fn, gt_prob=gt_prob, crf_params=crf_params, levels=levels)]
+    bg = keys[confident_labels(image, cams, conf_bg, crf_fn, gt_prob=gt_prob, crf_params=crf_params, levels=levels)]
     label = fg.copy()
     label[fg == 0] = ignore_index
     label[(fg == 0) & (bg == 0)] = 0

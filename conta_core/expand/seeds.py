@@ -40,6 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..cam_labels import level_values
+
 UNLABELLED = 255
 FG_FRACTION = 0.2            # Appendix 3.3 / 3.4: top 20 % of the CAM per class
 DSRG_SALIENCY_THRESHOLD = 0.06  # Appendix 3.3: background where normalised saliency < 0.06
@@ -47,37 +49,47 @@ SEC_BG_FRACTION = 0.1        # SEC: the 10 % least salient pixels are background
 RULES = ("top_fraction", "max_fraction")
 
 
-def class_seed_mask(cam: np.ndarray, fraction: float = FG_FRACTION, rule: str = "top_fraction") -> np.ndarray:
-    """Boolean [H, W]: one class's foreground seed pixels (see the module docstring)."""
+def class_seed_mask(cam: np.ndarray, fraction: float = FG_FRACTION, rule: str = "top_fraction", *,
+                    levels: int | None = None) -> np.ndarray:
+    """Boolean [H, W]: one class's foreground seed pixels (see the module docstring). ``levels``:
+    ``cam`` is a quantised map's integers (``MapReader.get_levels``): the same pixels as its float32
+    values give (ranks and thresholds are exact on levels: k -> value is strictly increasing)."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"seed fraction must be in (0, 1], got {fraction}")
-    cam = np.asarray(cam, dtype=np.float32)
+    cam = np.asarray(cam, dtype=np.float32) if levels is None else np.asarray(cam)
     if rule == "top_fraction":
         k = max(1, math.ceil(fraction * cam.size))
         kth = np.partition(cam.ravel(), cam.size - k)[cam.size - k]
         return (cam >= kth) & (cam > 0)
     if rule == "max_fraction":
-        peak = float(cam.max()) if cam.size else 0.0
-        return (cam > fraction * peak) & (cam > 0)
+        if levels is None:
+            peak = float(cam.max()) if cam.size else 0.0
+            return (cam > fraction * peak) & (cam > 0)
+        # The float rule on the level values themselves (the same comparison, element by element):
+        # the levels above the threshold are a top range, above = k > levels - their count.
+        values = level_values(levels)
+        peak = float(values[cam.max()]) if cam.size else 0.0
+        return (cam > levels - np.count_nonzero(values > fraction * peak)) & (cam > 0)
     raise ValueError(f"seed rule must be one of {RULES}, got {rule!r}")
 
 
 def foreground_seeds(cams: np.ndarray, class_ids: Sequence[int], fraction: float = FG_FRACTION,
-                     rule: str = "top_fraction") -> np.ndarray:
+                     rule: str = "top_fraction", *, levels: int | None = None) -> np.ndarray:
     """uint8 [H, W]: class index at each foreground seed, :data:`UNLABELLED` elsewhere.
 
-    ``cams``: [K, H, W] maps of the image's classes ``class_ids`` (1..C-1).
+    ``cams``: [K, H, W] maps of the image's classes ``class_ids`` (1..C-1); ``levels``: they are
+    a quantised map's integers (the same seeds as their float32 values).
     """
-    cams = np.asarray(cams, dtype=np.float32)
+    cams = np.asarray(cams, dtype=np.float32) if levels is None else np.asarray(cams)
     if cams.ndim != 3 or len(cams) != len(class_ids):
         raise ValueError(f"cams must be [K, H, W] with K = len(class_ids) = {len(class_ids)}, "
                          f"got shape {cams.shape}")
     out = np.full(cams.shape[1:], UNLABELLED, dtype=np.uint8)
     if not len(class_ids):
         return out
-    masks = np.stack([class_seed_mask(c, fraction, rule) for c in cams])
+    masks = np.stack([class_seed_mask(c, fraction, rule, levels=levels) for c in cams])
     # Overlap: the larger CAM value wins; argmax takes the first class on ties.
-    scores = np.where(masks, cams, -np.inf)
+    scores = np.where(masks, cams, -np.inf if levels is None else np.int16(-1))
     winner = scores.argmax(axis=0)
     seeded = masks.any(axis=0)
     lookup = np.asarray(class_ids, dtype=np.uint8)
@@ -118,9 +130,11 @@ def seed_map(foreground: np.ndarray, background: np.ndarray | None) -> np.ndarra
 
 
 def seeds_from_cams(cams: np.ndarray, class_ids: Sequence[int], background: np.ndarray | None, *,
-                    fraction: float = FG_FRACTION, rule: str = "top_fraction") -> np.ndarray:
-    """One image's seed map: CAM foreground seeds plus a background cue."""
-    return seed_map(foreground_seeds(cams, class_ids, fraction, rule), background)
+                    fraction: float = FG_FRACTION, rule: str = "top_fraction",
+                    levels: int | None = None) -> np.ndarray:
+    """One image's seed map: CAM foreground seeds plus a background cue (``levels``: see
+    :func:`foreground_seeds`)."""
+    return seed_map(foreground_seeds(cams, class_ids, fraction, rule, levels=levels), background)
 
 
 def one_hot_seeds(seeds: np.ndarray, num_classes: int) -> np.ndarray:

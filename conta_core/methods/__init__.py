@@ -34,6 +34,7 @@ The hooks (what the step that uses a hook calls it with is in its docstring):
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -118,7 +119,11 @@ class Recipe:
             raise ValueError(f"method {self.name} scores CAMs as masks with cam.{', cam.'.join(missing)}: set it")
         function = self.cam_labels.load()
         kwargs = {arg: cam[key] for arg, key in self.cam_label_keys.items()}
-        return lambda cams, class_ids: function(cams, class_ids, **kwargs)
+
+        def label(cams, class_ids, **levels):  # levels=: a quantised CAM's integers, where the function takes them
+            return function(cams, class_ids, **kwargs, **levels)
+        label.takes_levels = "levels" in inspect.signature(function).parameters
+        return label
 
     def refs(self) -> dict[str, Ref]:
         """Every reference of the recipe by a dotted name (for checks and docs)."""
