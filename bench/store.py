@@ -16,9 +16,12 @@ The formats, each holding the full-resolution CAMs and the class ids:
 - ``npy``: IRNet's make_cam output, ``np.save(<id>.npy, {"keys": ..., "high_res": float32})``,
   one file per image, read with ``np.load(allow_pickle=True).item()`` (IRNet also stores the
   stride-4 ``cam``, which the project derives: left out, so npy is not made bigger than ours);
-- ``store``: ``MapWriter``/``MapReader`` as the CAM step writes them (``--candidates``: other
-  codecs, dtypes, LZ4 accelerations for items of every size, and the store read with the
-  standard library's CRC-32 where zlib-ng is installed);
+- ``store float32``: ``MapWriter``/``MapReader`` as the CAM step writes them, read with ``get``
+  (float32 maps: what the random walk, AffinityNet's CRF, the overlays and diagnose read);
+- ``store levels``: the same file read with ``get_levels`` (the stored uint8 levels and the
+  file's 255: what the seeds, IR-label and scoring steps read, exact for their thresholds and
+  arg-max); (``--candidates``: other codecs, dtypes, LZ4 accelerations for items of every size,
+  and the store read with the standard library's CRC-32 where zlib-ng is installed);
 - ``before <commit>``: the store of a git commit (``--before``; that commit's whole conta_core
   package, extracted with ``git archive``), written as the CAM step wrote CAMs then. Default:
   2cf19a4 (conta-maps/1: float16 CAMs gzip-4 + shuffle in HDF5 chunks, checksums in per-item
@@ -28,8 +31,8 @@ The formats, each holding the full-resolution CAMs and the class ids:
 
 Measured per format, median over rounds (min-max in brackets): bytes (st_size; the npy
 files also round up to 4 KiB blocks on disk, not counted); write time of all 200
-(``--runs`` writes); reading 100 random ids as float32 arrays (what the consumers use; a
-reader's open is included), warm (files in the page cache, same process;
+(``--runs`` writes); reading 100 random ids as float32 arrays (``store levels``: as uint8
+levels; a reader's open is included), warm (files in the page cache, same process;
 ``--warm-rounds`` rounds) and cold (``--runs`` rounds): every file's pages dropped from
 the page cache with ``posix_fadvise(DONTNEED)`` after an ``fsync`` (no root needed;
 ``fincore`` confirms 0 resident bytes when installed), then a fresh Python process reads
@@ -67,7 +70,9 @@ from conta_core.store import MapReader, MapWriter  # noqa: E402
 DEFAULT = {"codec": None, "quantize": 255}  # as workflow_scripts/cam.py writes CAMs
 CANDIDATES = {  # "acceleration": LZ4's (writes); "crc": "zlib", the standard library's CRC-32 (reads)
     **{f"u8 lz4 a{a}": {"codec": "lz4", "quantize": 255, "acceleration": a} for a in (1, 16, 64, 256, 1024)},
-    "store, zlib CRC": {**DEFAULT, "crc": "zlib"},
+    **({"store, zlib CRC": {**DEFAULT, "crc": "zlib"}} if store_codec.crc32 is not zlib.crc32 else {}),
+    "u8 lz4 a1, levels": {"codec": "lz4", "quantize": 255, "acceleration": 1, "read": "levels"},
+    "u8 raw, levels": {"codec": "raw", "quantize": 255, "read": "levels"},
     "u8 lz4hc": {"codec": "lz4hc", "quantize": 255},
     "u8 zlib1": {"codec": "zlib1", "quantize": 255},
     "u8 raw": {"codec": "raw", "quantize": 255},
@@ -196,8 +201,12 @@ def write_store(path: Path, cams, setting: dict) -> None:
 def read_store(path: Path, ids, setting: dict | None = None) -> None:
     setting = setting or {}
     with _store_setting(setting), store_at(setting.get("before")).MapReader(path, kind="cam") as r:
-        for image_id in ids:
-            r.get(image_id).astype(np.float32, copy=False)
+        if setting.get("read") == "levels":  # the stored integers, as the seeds/IR-label/score steps read them
+            for image_id in ids:
+                r.get_levels(image_id)
+        else:
+            for image_id in ids:
+                r.get(image_id).astype(np.float32, copy=False)
 
 
 def files_of(target: Path) -> list[Path]:
@@ -358,7 +367,8 @@ def main(argv=None) -> int:
     print(f"CRC-32 from {store_codec.crc32.__module__ or 'zlib'}; LZ4 decodes into reused buffers: "
           f"{store_codec._LZ4_INTO is not None}; LZ4 acceleration {store_codec.LZ4_ACCELERATION} from "
           f"{store_codec.LZ4_ACCELERATE_FROM} bytes, 1 below")
-    settings = {"store": DEFAULT, **(CANDIDATES if args.candidates else {})}
+    settings = {"store float32": DEFAULT, "store levels": {**DEFAULT, "read": "levels"},
+                **(CANDIDATES if args.candidates else {})}
     for commit in args.before:
         settings[f"before {commit}"] = {"before": commit}
     results = {"load_before": load, "sets": {}}
@@ -376,8 +386,8 @@ def main(argv=None) -> int:
             work = Path(tmp)
             rows = measure(cams, work, args.runs, args.warm_rounds, rng, settings)
             for label, setting in settings.items():
-                if {"acceleration", "crc"} & set(setting):  # the store's values, read differently
-                    rows[label]["labels"] = rows["store"]["labels"]
+                if {"acceleration", "crc", "read"} & set(setting):  # the store's values, read differently
+                    rows[label]["labels"] = rows["store float32"]["labels"]
                 else:
                     rows[label]["labels"] = label_effect(cams, work, setting, masks)
         results["sets"][name] = {"zeros": zeros, "rows": rows}
@@ -395,12 +405,12 @@ def _stat(values, scale=1e3) -> str:
 
 def print_table(rows: dict) -> None:
     base = rows["npy"]
-    print(f"{'format':16s} {'bytes':>11s} {'of npy':>7s} {'write 200 ms':>22s} {'warm 100 ms':>22s}"
+    print(f"{'format':18s} {'bytes':>11s} {'of npy':>7s} {'write 200 ms':>22s} {'warm 100 ms':>22s}"
           f" {'cold 100 ms':>24s} {'speed warm/cold vs npy':>23s}  seeds changed % at bg 0.05..0.6")
     for label, r in rows.items():
         warm, cold = statistics.median(r["warm_speed"]), statistics.median(r["cold_speed"])
         labels = " ".join(f"{v['changed_pct']:.3f}" for v in r.get("labels", {}).values()) or "-"
-        print(f"{label:16s} {r['bytes']:11d} {r['bytes'] / base['bytes']:7.1%} {_stat(r['write_s']):>22s}"
+        print(f"{label:18s} {r['bytes']:11d} {r['bytes'] / base['bytes']:7.1%} {_stat(r['write_s']):>22s}"
               f" {_stat(r['warm_s']):>22s} {_stat(r['cold_s']):>24s} {warm:10.2f}x /{cold:6.2f}x  {labels}")
     for label, r in rows.items():
         labels = r.get("labels", {})

@@ -7,7 +7,9 @@ to uint8), a contiguous 1-D uint8 dataset. The dataset ``/index`` (JSON) lists
 every item with its dtype, shape, attributes, CRC-32 and byte range in the
 file, so a reader loads it once and then reads an item with one ``pread`` and
 one decode, without HDF5 object look-ups (bench/store.py compares it with IRNet's
-one ``.npy`` per image; numbers in bench/store.md).
+one ``.npy`` per image; numbers in bench/store.md). ``get`` returns a quantised item as
+float32, ``get_levels`` as its stored integers and the levels (no float32 conversion: what
+the steps read whose work is exact on levels, see :mod:`conta_core.cam_labels`).
 
 Writes are atomic and resumable: a writer appends each item to a journal
 ``<name>.partial`` (flushed per item), builds the HDF5 file as
