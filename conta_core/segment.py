@@ -192,15 +192,15 @@ def _network(model: DeepLabV2, images: list[np.ndarray], device: torch.device, c
 
 
 def predict_masks(model: DeepLabV2, images: list[np.ndarray], device: torch.device, crf: bool,
-                  max_side: int | None = PREDICT_MAX_SIDE, workers: ProcessMap | None = None) -> list[np.ndarray]:
+                  max_side: int | None = PREDICT_MAX_SIDE) -> list[np.ndarray]:
     """uint8 [H, W] masks of same-sized images, predicted in one pass; images with a side over
     ``max_side`` (None: no limit) are predicted at that size and their masks scaled back.
-    ``workers``: the processes the dense CRFs are spread over (None: here, one after another)."""
+    The dense CRFs run here, one after another (a split's: :func:`predict_split`)."""
     height, width = images[0].shape[:2]
     small, out = _network(model, images, device, crf, max_side)
     if crf:
         task = _crf_task(out.shape[1])
-        out = [task(image, p) for image, p in zip(small, out)] if workers is None else workers(task, small, out)
+        out = [task(image, p) for image, p in zip(small, out)]
     return [resize_mask(mask, height, width) for mask in out]
 
 
