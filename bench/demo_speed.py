@@ -7,8 +7,9 @@ Each arm and seed is one run of the default workflow (config.yaml: baseline + 3 
 on the generated dataset) into ``results/<prefix>_<arm>_s<seed>`` with ``--config seed=<seed>
 threads=<threads>`` and the arm's overrides; a rerun resumes a finished run (its times are the
 ones recorded when it ran). ``bf16`` runs the classifier and DeepLab training and the CAM network
-under bf16 autocast (``classifier.precision``, ``segment.precision``, ``cam.precision``); on a
-CPU this pays off only with AVX512-BF16 (or AMX).
+under bf16 autocast (``classifier.precision``, ``segment.precision``, ``cam.precision``), ``fp32``
+without it (both explicit: config.yaml's ``auto`` is bf16 on such a CPU); on a CPU bf16 pays off
+only with AVX512-BF16 (or AMX).
 
 Written: ``--out`` (markdown) and its ``.json``: per arm the mean ± std of CAM / pseudo-mask /
 seg mIoU per round; the paired bf16 - fp32 difference of every round and score with a 95 %
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from conta_core.ablation_stats import COLUMNS, TITLES, t_interval, verdict  # noqa: E402
 
 ARMS = {
-    "fp32": [],
+    "fp32": ["classifier={precision: fp32}", "segment={precision: fp32}", "cam={precision: fp32}"],
     "bf16": ["classifier={precision: bf16}", "segment={precision: bf16}", "cam={precision: bf16}"],
 }
 

@@ -19,7 +19,8 @@ re-derivation of IRNet's steps.
 Speed: :func:`prepare_for_inference` folds BatchNorm into the convolutions; the
 batch goes to the device as uint8 and is normalised there, in channels-last layout; images of one size are inferred together; only the image's
 classes are resampled; ``precision`` ``bf16`` runs the network under bf16 autocast
-(``auto``: bf16 on CUDA, fp32 on the CPU; config ``cam.precision``).
+(``auto``: bf16 where the hardware has it natively, CUDA or a CPU with AVX512-BF16/AMX,
+else fp32: :func:`conta_core.devices.resolve_precision`; config ``cam.precision``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .data.datasets import to_batch
+from .devices import resolve_precision
 
 EPS = 1e-5
 UP_STRIDE = 16   # IRNet: the full-resolution map is resized to the size rounded up to a multiple of 16
@@ -51,7 +53,7 @@ def prepare_for_inference(model: torch.nn.Module, precision: str = "fp32",
     for p in copy_.parameters():
         p.requires_grad_(False)
     copy_ = fold_batchnorm(copy_).to(device, memory_format=torch.channels_last)
-    if resolve_precision(precision, torch.device(device)) == "bf16":
+    if resolve_precision(precision, torch.device(device), "cam.precision") == "bf16":
         copy_ = copy_.to(torch.bfloat16)
     return copy_
 
@@ -60,15 +62,6 @@ def normalise_by_max(cams: torch.Tensor) -> torch.Tensor:
     """Divide each map ([K, H, W]) by its maximum; all-zero maps stay zero."""
     peak = cams.flatten(1).max(dim=1).values.clamp_min(0)
     return cams / (peak[:, None, None] + EPS)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere; ``fp32`` / ``bf16`` as given."""
-    if precision == "auto":
-        return "bf16" if torch.device(device).type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"cam.precision must be auto, fp32 or bf16, got {precision!r}")
-    return precision
 
 
 def _autocast(precision: str, device: torch.device):
@@ -106,7 +99,7 @@ def infer_cams(model, images: np.ndarray, class_ids: list[list[int]], scales: li
     the random walk's input), as a second list.
     """
     device = torch.device(device)
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, "cam.precision")
     weights = next(model.parameters(), None) if hasattr(model, "parameters") else None
     if weights is not None and weights.dtype == torch.bfloat16 and precision != "bf16":
         raise ValueError("the model has bf16 weights (prepare_for_inference with precision bf16): "

@@ -39,6 +39,26 @@ log = logging.getLogger(__name__)
 DEVICE_KEY = "device"  # the config key whose value resolve_device parses
 
 
+def bf16_hardware(device: torch.device) -> bool:
+    """True where bf16 arithmetic runs natively: CUDA, or a CPU with AVX512-BF16 or AMX tiles
+    (elsewhere the CPU emulates bf16 and autocast is slower than fp32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(precision: str, device: torch.device, key: str = "precision") -> str:
+    """Config ``precision`` -> ``fp32`` or ``bf16``: ``auto`` is bf16 autocast where the hardware
+    has native bf16 (:func:`bf16_hardware`; bench/demo_speed.py measured its mIoU against fp32
+    on paired seeds), fp32 elsewhere. ``key`` names the config key in the error."""
+    if precision == "auto":
+        return "bf16" if bf16_hardware(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"config key `{key}` must be auto, fp32 or bf16, got {precision!r}")
+    return precision
+
+
 def resolve_device(spec: str) -> torch.device:
     """Map the config value ``device`` to a torch device.
 

@@ -46,6 +46,7 @@ import os
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -56,6 +57,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from .devices import resolve_precision
 from .distributed import DistributedContext, all_reduce_mean, is_main, launch, shard_batch, wrap_model
 from .scalars import ScalarLog
 
@@ -91,7 +93,7 @@ class TrainSettings:
     iterations: int | None = None   # train this many steps (SEC, DSRG) instead of whole epochs
     seed: int = 0
     num_workers: int = 0
-    precision: str = "fp32"         # fp32 | bf16 (autocast)
+    precision: str = "fp32"         # fp32 | bf16 (autocast) | auto (devices.resolve_precision)
 
     @classmethod
     def from_config(cls, section: dict, seed: int) -> "TrainSettings":
@@ -465,6 +467,10 @@ def train_job(build: Callable[[DistributedContext], TrainJob], s: TrainSettings,
     if s.batch_size % world_size:
         raise ValueError(f"{name}: batch_size {s.batch_size} cannot be split over {world_size} "
                          "devices; choose a batch size divisible by resources.train_gpus")
+    precision = resolve_precision(s.precision, device)
+    if precision != s.precision:
+        print(f"[{name}] precision auto: {precision} on this {device.type}", file=sys.stderr, flush=True)
+        s = dataclasses.replace(s, precision=precision)
     if world_size == 1:
         return _rank_main(DistributedContext(0, 1, device, None), build, s, name, checkpoint, None, scalars)
     print(f"[{name}] data-parallel training on {world_size} {device.type} rank(s), "

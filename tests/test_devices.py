@@ -212,3 +212,37 @@ def test_cpu_steps_never_import_torch():
                "conta_core.cam_labels, conta_core.data.index, conta_core.store")
     report = _setup_in_subprocess(imports, False)
     assert report == {"device": "None", "modules": []}
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [(True, False, "bf16"), (False, True, "bf16"),
+                                                        (False, False, "fp32")])
+def test_precision_auto_follows_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert devices.resolve_precision("auto", torch.device("cpu")) == expected
+    # CUDA always has it; explicit values are kept whatever the hardware
+    assert devices.resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert devices.resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    assert devices.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_precision_error_names_the_key():
+    with pytest.raises(ValueError, match=r"`segment.precision` must be auto, fp32 or bf16, got 'fp16'"):
+        devices.resolve_precision("fp16", torch.device("cpu"), "segment.precision")
+
+
+def test_training_resolves_auto_precision(monkeypatch, capsys):
+    """train_job turns auto into the precision it trains with (bf16 here: autocast runs)."""
+    from conta_core import train
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    seen = {}
+
+    def fake_rank_main(ctx, build, s, name, checkpoint, out, scalars):
+        seen["precision"] = s.precision
+
+    monkeypatch.setattr(train, "_rank_main", fake_rank_main)
+    s = train.TrainSettings(epochs=1, batch_size=2, lr=0.1, precision="auto")
+    train.train_job(lambda ctx: None, s, torch.device("cpu"), "probe")
+    assert seen["precision"] == "bf16"
+    assert "[probe] precision auto: bf16 on this cpu" in capsys.readouterr().err

@@ -31,12 +31,13 @@ def test_preset_validates_against_the_schema(name):
 
 
 # The paper's (Appendix 3.2) and IRNet's / deeplab-pytorch's settings, shared by both presets.
+# (precision is not the paper's: auto = bf16 autocast on CUDA, issue 16)
 PAPER = {
     "rounds": 3, "device": "auto",
     "classifier": {"backbone": 50, "weights": "imagenet", "output_stride": 16, "freeze_bn": True,
                    "freeze_conv1": True, "crop": 512, "batch_size": 16, "epochs": 5, "optimizer": "sgd",
                    "lr": 0.1, "new_layer_lr_mult": 10, "momentum": 0.9, "weight_decay": 1e-4,
-                   "poly_power": 0.9, "warmup_iters": 0, "precision": "fp32"},
+                   "poly_power": 0.9, "warmup_iters": 0, "precision": "auto"},
     "cam": {"scales": [1.0, 0.5, 1.5, 2.0], "flip": True, "bg_threshold": 0.15},
     "expand": {"method": "irnet",
                "irnet": {"ir_label": {"conf_fg": 0.30, "conf_bg": 0.05},
@@ -49,7 +50,7 @@ PAPER = {
     "segment": {"backbone": 101, "weights": "imagenet", "output_stride": 8, "freeze_bn": True,
                 "aspp_rates": [6, 12, 18, 24], "msc_scales": [1.0, 0.75, 0.5], "crop": 321,
                 "optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 5e-4,
-                "poly_power": 0.9, "warmup_iters": 0, "precision": "fp32"},
+                "poly_power": 0.9, "warmup_iters": 0, "precision": "auto"},
 }
 
 

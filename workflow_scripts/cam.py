@@ -13,6 +13,7 @@ from conta_core.cam import prepare_for_inference
 from conta_core.cam_labels import same_size_batches
 from conta_core.classify import ConfounderInputs, load_model, uses_context
 from conta_core.data.index import DatasetIndex
+from conta_core.devices import resolve_precision
 from conta_core.store import MapWriter
 
 if __name__ == "__main__":
@@ -33,7 +34,8 @@ if __name__ == "__main__":
     model = build_classifier(s["classifier"], index.num_classes, s["conta"], args.round, confounder,
                              load_weights=False)
     load_model(args.classifier, model)
-    precision = s["cam"].get("precision", "auto")
+    # resolved here, so every method's CAM inference gets fp32 or bf16 (SEAM's knows no auto)
+    precision = resolve_precision(s["cam"].get("precision", "auto"), device, "cam.precision")
     model = prepare_for_inference(model, precision, device)  # eval, BatchNorm folded, channels-last
     ids = shard_ids(index.ids(s["train_split"]), args.shard, s["shards"])
     attrs = provenance("cam", args.round, s, index.classes, shard=args.shard, shards=s["shards"])
