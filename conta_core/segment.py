@@ -220,8 +220,8 @@ def predict_split(model: DeepLabV2, index, ids: list[str], device: torch.device,
     """Predict ``ids`` into ``writer`` in batches of same-sized images, skipping images it
     already holds (a resumed shard); ``max_side``: see :func:`predict_masks`.
 
-    With ``crf`` and ``workers`` > 1 the dense CRFs (one core each, ~2 s for a VOC image
-    with 21 labels, 70x the network's GPU time) run in that many spawned processes while
+    With ``crf`` and ``workers`` > 1 the dense CRFs (one core each, 0.6-2 s for a VOC-size
+    image with 21 labels, 25-70x the network's GPU time) run in that many spawned processes while
     the network predicts the next batches; at most 2 per worker are pending (a softmax map
     apiece: 16 MB for VOC). The masks are written in the same order and are the same
     whatever ``workers`` is (each image's CRF is computed alone, the same way).

@@ -46,7 +46,7 @@ rule predict:
     conda:
         "../envs/conta.yaml"
     # With segment.crf the job's threads are its CRF worker processes (one 21-label CRF
-    # of a VOC image: ~2 s on one core, 70x its GPU time). It asks for `threads` like every
+    # of a VOC image: 0.6-2 s on one core, 25-70x its GPU time). It asks for `threads` like every
     # GPU job, not more: Snakemake counts threads against --cores, so a larger ask would
     # keep the other GPUs' predict shards waiting. Give it cores / GPUs on the command line:
     # --set-threads predict=16 on 16 cores and 1 GPU (README "Prediction's dense CRFs").
