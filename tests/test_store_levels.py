@@ -304,3 +304,17 @@ def test_ir_labels_on_levels_equal_the_float_path(tmp_path, monkeypatch):
                 np.testing.assert_array_equal(got, expected)
                 fg_seen |= set(np.unique(expected).tolist())
     assert {0, 255} <= fg_seen and len(fg_seen) > 4  # background, unsure and several classes
+
+
+def test_levels_without_the_direct_lz4_decoder(tmp_path, monkeypatch):
+    """Where LZ4_decompress_safe is not found, python-lz4 decodes: the same levels, a fresh array."""
+    cams = {"a": ([1, 2], _levels((2, 200, 300), 11)), "b": ([3], _levels((1, 20, 30), 12))}
+    _write(tmp_path / "cam.h5", cams)
+    monkeypatch.setattr(store_codec, "_LZ4_INTO", None)
+    with MapReader(tmp_path / "cam.h5") as r:
+        first, _ = r.get_levels("a")
+        for image_id, (_classes, k) in cams.items():
+            got, levels = r.get_levels(image_id)
+            assert levels == 255 and got.flags.writeable
+            np.testing.assert_array_equal(got, k)
+        np.testing.assert_array_equal(first, cams["a"][1])
