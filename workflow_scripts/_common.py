@@ -49,6 +49,25 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def round_parser(description: str, *, shard: bool = False, out: bool = True) -> argparse.ArgumentParser:
+    """:func:`parser` with what a round's step takes: ``--index-dir``, ``--round``, and
+    ``--shard`` (a sharded step) and ``--out`` where asked."""
+    p = parser(description)
+    p.add_argument("--index-dir", type=Path, required=True)
+    p.add_argument("--round", type=int, required=True)
+    if shard:
+        p.add_argument("--shard", type=int, required=True)
+    if out:
+        p.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """A training step's resumable checkpoints and optional TensorBoard scalars."""
+    add_checkpoint_args(p)
+    p.add_argument("--tensorboard", type=Path, help="write TensorBoard scalars here (logging.tensorboard)")
+
+
 def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", type=Path,
                    help="folder for resumable training state (not a Snakemake output)")
@@ -139,8 +158,6 @@ def shard_ids(ids: list[str], shard: int, shards: int) -> list[str]:
 
 
 def provenance(step: str, round_index: int | None, settings: dict, class_names: list[str], **extra) -> dict:
-    from conta_core.store import digest
-
     attrs = {"step": step, "config_digest": settings_digest(settings), "class_names": class_names, **extra}
     if _threads is not None:  # results depend on the CPU thread count: record it with every artifact
         attrs["threads"] = _threads

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from _common import parser, provenance, setup, shard_ids, step_delay
+from _common import provenance, round_parser, setup, shard_ids, step_delay
 
 from conta_core import methods
 from conta_core.cam import prepare_for_inference
@@ -17,13 +17,9 @@ from conta_core.devices import resolve_precision
 from conta_core.store import MapWriter
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__, shard=True)
     p.add_argument("--classifier", type=Path, required=True)
     p.add_argument("--confounder", type=Path)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     device = setup(args)

@@ -6,19 +6,16 @@ ground-truth masks instead of the round's masks (research only).
 """
 from pathlib import Path
 
-from _common import parser, provenance, setup
+from _common import provenance, round_parser, setup
 
 from conta_core.confounder import build_confounder, derangement, reduce_foreground
 from conta_core.data.index import DatasetIndex
 from conta_core.store import MapWriter, ShardedReader
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--masks", type=Path, nargs="+", required=True,
                    help="the round's predicted train masks (seg_mask) or pseudo-masks (pseudo_mask)")
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     setup(args, uses_torch=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import parser, setup
+from _common import round_parser, setup
 
 from conta_core.confounding import mass_by_region
 from conta_core.data.index import DatasetIndex
@@ -40,9 +40,7 @@ def m_usage_row(args, s, index) -> dict:
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__, out=False)
     p.add_argument("--classifier", type=Path, required=True)
     p.add_argument("--confounder", type=Path, help="the confounder file the round's classifier read (CONTA rounds)")
     p.add_argument("--cams", type=Path, nargs="+", required=True)

@@ -1,7 +1,7 @@
 """Score one round: CAM and pseudo-mask mIoU on the training split, segmentation mIoU on the evaluation split."""
 from pathlib import Path
 
-from _common import parser, setup
+from _common import round_parser, setup
 
 from conta_core import methods
 from conta_core.data.index import DatasetIndex
@@ -9,9 +9,7 @@ from conta_core.evaluate import round_tables, score_round
 from conta_core.store import ShardedReader
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__, out=False)
     p.add_argument("--cams", type=Path, nargs="+", required=True)
     p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
     p.add_argument("--seg-preds", type=Path, nargs="+", required=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from _common import parser, provenance, setup, shard_ids
+from _common import provenance, round_parser, setup, shard_ids
 
 from conta_core.cam_labels import same_size_batches
 from conta_core.data.index import DatasetIndex
@@ -128,15 +128,11 @@ PARALLEL = {"crf", "sec", "dsrg"}  # spread their images (CRFs) over one worker 
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__, shard=True)
     p.add_argument("--cam", type=Path, required=True)
     p.add_argument("--relation-net", type=Path, help="the round's relation_net.pt (method irnet)")
     p.add_argument("--affinity-net", type=Path, help="the round's affinity_net.pt (method affinitynet)")
     p.add_argument("--seed-net", type=Path, help="the round's sec_net.pt / dsrg_net.pt (methods sec, dsrg)")
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     method = s["expand"]["method"]

@@ -4,19 +4,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from _common import parser, provenance, setup, shard_ids
+from _common import provenance, round_parser, setup, shard_ids
 
 from conta_core.data.index import DatasetIndex
 from conta_core.expand.irnet import make_ir_label
 from conta_core.store import MapReader, MapWriter
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__, shard=True)
     p.add_argument("--cam", type=Path, required=True)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     setup(args)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import parser, setup
+from _common import round_parser, setup
 
 from conta_core import methods
 from conta_core.data.index import DatasetIndex
@@ -46,16 +46,13 @@ def _names(index: DatasetIndex, classes) -> str:
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--cams", type=Path, nargs="+", required=True)
     p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
     p.add_argument("--train-preds", type=Path, nargs="*", default=[],
                    help="the round's training-split predictions, where the workflow makes them "
                         "(else the training rows show no prediction)")
     p.add_argument("--seg-preds", type=Path, nargs="+", required=True, help="evaluation-split predictions")
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     setup(args, uses_torch=False)

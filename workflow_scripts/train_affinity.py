@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_checkpoint_args, checkpointing, parser, setup
+from _common import add_checkpoint_args, checkpointing, round_parser, setup
 
 from conta_core.classify import save_model
 from conta_core.data.index import DatasetIndex
@@ -14,12 +14,9 @@ from conta_core.expand.affinitynet_train import train_affinity_net
 from conta_core.store import ShardedReader
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--aff-labels", type=Path, nargs="+", required=True, help="the round's aff_label shards")
     p.add_argument("--classifier", type=Path, help="the round's classifier.pt (train.weights: classifier)")
-    p.add_argument("--out", type=Path, required=True)
     add_checkpoint_args(p)
     args = p.parse_args()
     s = args.settings

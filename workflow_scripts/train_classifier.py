@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_checkpoint_args, checkpointing, parser, setup
+from _common import add_training_args, checkpointing, round_parser, setup
 
 from conta_core import methods
 from conta_core.classify import ConfounderInputs, save_model, uses_context
@@ -19,13 +19,9 @@ from conta_core.data.index import DatasetIndex
 from conta_core.scalars import ScalarLog
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--confounder", type=Path, help="previous round's confounder.h5 (CONTA rounds)")
-    p.add_argument("--out", type=Path, required=True)
-    add_checkpoint_args(p)
-    p.add_argument("--tensorboard", type=Path, help="write TensorBoard scalars here (logging.tensorboard)")
+    add_training_args(p)
     args = p.parse_args()
     s = args.settings
     device = setup(args)

@@ -1,7 +1,7 @@
 """Train a round's IRNet relation (class-boundary) network on the round's IR labels."""
 from pathlib import Path
 
-from _common import parser, setup
+from _common import round_parser, setup
 
 from conta_core.classify import save_model
 from conta_core.data.index import DatasetIndex
@@ -9,12 +9,9 @@ from conta_core.expand.irnet import RelationNet, train_relation_net
 from conta_core.expand.relation_data import RelationDataset, load_classifier_backbone
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--ir-labels", type=Path, nargs="+", required=True, help="the round's ir_label shards")
     p.add_argument("--classifier", type=Path, help="the round's classifier.pt (train.weights: classifier)")
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     device = setup(args)

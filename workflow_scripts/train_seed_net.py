@@ -8,7 +8,7 @@ run over one worker process per thread. Resumable like train_classifier.py
 import sys
 from pathlib import Path
 
-from _common import add_checkpoint_args, checkpointing, parser, setup
+from _common import add_training_args, checkpointing, round_parser, setup
 
 from conta_core.checkpoint import load_model_file
 from conta_core.classify import save_model
@@ -19,14 +19,10 @@ from conta_core.scalars import ScalarLog
 from conta_core.store import ShardedReader
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--seeds", type=Path, nargs="+", required=True, help="the round's seeds shards")
     p.add_argument("--classifier", type=Path, help="the round's classifier.pt (train.weights: classifier)")
-    p.add_argument("--out", type=Path, required=True)
-    add_checkpoint_args(p)
-    p.add_argument("--tensorboard", type=Path, help="write TensorBoard scalars here (logging.tensorboard)")
+    add_training_args(p)
     args = p.parse_args()
     s = args.settings
     device = setup(args)

@@ -5,7 +5,7 @@ Resumable like train_classifier.py (``--checkpoint-dir``, ``--checkpoint-every``
 """
 from pathlib import Path
 
-from _common import add_checkpoint_args, checkpointing, parser, setup
+from _common import add_training_args, checkpointing, round_parser, setup
 
 from conta_core.classify import save_model
 from conta_core.data.index import DatasetIndex
@@ -14,13 +14,9 @@ from conta_core.segment import SEGMENTER_FORMAT, train_segmenter
 from conta_core.store import ShardedReader
 
 if __name__ == "__main__":
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__)
     p.add_argument("--pseudo-masks", type=Path, nargs="+", required=True)
-    p.add_argument("--out", type=Path, required=True)
-    add_checkpoint_args(p)
-    p.add_argument("--tensorboard", type=Path, help="write TensorBoard scalars here (logging.tensorboard)")
+    add_training_args(p)
     args = p.parse_args()
     s = args.settings
     device = setup(args)
