@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         report["estimate_inputs_s"] = seconds
         report["estimate"] = {str(g): estimate(seconds, g, cpu_cores=cores, allreduce_gbps=args.allreduce_gbps)
                               for g in (1, 8)}
-        print(f"\n[gpu_check] full VOC IRNet+CONTA run ({VOC_RUN['rounds']} rounds, "
+        print(f"\n[gpu_check] full VOC IRNet+CONTA run (rounds 0..{VOC_RUN['rounds'] - 1}, "
               f"{VOC_RUN['train_images']} train_aug images); method: bench/gpu_estimate.py"
               + (" -- DRY RUN: tiny sizes, the numbers mean nothing" if args.dry_run else ""))
         for g in ("1", "8"):
