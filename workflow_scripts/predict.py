@@ -6,7 +6,7 @@ spawned: they import this script again, so its module-level imports stay torch-f
 """
 from pathlib import Path
 
-from _common import parser, provenance, setup, shard_ids
+from _common import provenance, round_parser, setup, shard_ids
 
 if __name__ == "__main__":
     from conta_core.classify import load_model
@@ -14,13 +14,9 @@ if __name__ == "__main__":
     from conta_core.segment import PREDICT_MAX_SIDE, build_segmenter, predict_split
     from conta_core.store import MapWriter
 
-    p = parser(__doc__)
-    p.add_argument("--index-dir", type=Path, required=True)
-    p.add_argument("--round", type=int, required=True)
+    p = round_parser(__doc__, shard=True)
     p.add_argument("--segmenter", type=Path, required=True)
     p.add_argument("--split", required=True)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     s = args.settings
     device = setup(args)
