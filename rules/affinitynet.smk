@@ -26,8 +26,11 @@ rule aff_label:
         f"{BENCH}/round{{round}}/aff_label_shard{{shard}}.tsv"
     conda:
         "../envs/conta.yaml"
-    # Two dense CRFs per image: CPU only.
-    threads: 1
+    # Two dense CRFs per image, CPU only, spread over one worker process per thread (the
+    # output does not depend on how many). It asks for `threads` like the CRF expansion: the
+    # shards' jobs run at once, and Snakemake caps each at --cores, so `shards` jobs fill the
+    # machine with threads = cores // shards (e.g. --set-threads aff_label=4 on 16 cores, 4 shards).
+    threads: GPU_THREADS
     params:
         script=fixed(f"{PY}/aff_label.py"),
         settings=step_settings("aff_label"),

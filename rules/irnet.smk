@@ -25,8 +25,11 @@ rule ir_label:
         f"{BENCH}/round{{round}}/ir_label_shard{{shard}}.tsv"
     conda:
         "../envs/conta.yaml"
-    # Two dense CRFs per image: CPU only.
-    threads: 1
+    # Two dense CRFs per image, CPU only, spread over one worker process per thread (the
+    # output does not depend on how many). It asks for `threads` like the CRF expansion: the
+    # shards' jobs run at once, and Snakemake caps each at --cores, so `shards` jobs fill the
+    # machine with threads = cores // shards (e.g. --set-threads ir_label=4 on 16 cores, 4 shards).
+    threads: GPU_THREADS
     params:
         script=fixed(f"{PY}/ir_label.py"),
         settings=step_settings("ir_label"),
