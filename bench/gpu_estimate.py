@@ -31,7 +31,11 @@ Each step's wall time on G GPUs:
   ``wall = max(network + decode, CRFs / workers)`` (the job's own process, waiting on
   the GPU, is not counted as a core). No other step is modelled as overlapped.
 * ir_label: two dense CRFs per image (3 labels: background + ~1.5 classes), CPU
-  only, one thread per shard job: ``min(shards, cpu cores)`` at once.
+  only: all ``shards`` jobs run at once (no GPU to wait for), each spreading its CRFs
+  over its worker processes (workflow_scripts/ir_label.py) like predict:
+  ``workers = cpu cores // shards`` (16 cores, 4 shards: 4), asked for with
+  ``--set-threads ir_label=<workers>``; ``wall = CRFs of a shard / workers`` (the
+  job's own process, reading CAMs, is not counted as a core).
 
 Left out: job start-up (seconds per job, ~20 jobs per round), HDF5 reads and writes,
 the confounder and evaluation jobs, Snakemake's scheduling gaps, and DDP start-up.
@@ -97,6 +101,17 @@ def _predict_step(name: str, images: int, s_per_image: float, decode_s: float, c
             "pool_cpu_s": pool, "wall_s": max(gpu + serial, pool), "images": images}
 
 
+def _cpu_pool_step(name: str, images: int, crf_s: float, shards: int, cpu_cores: int) -> dict:
+    """A CPU-only sharded step: its ``shards`` jobs at once (waves when there are more jobs than
+    cores), each over ``cpu cores // jobs at once`` worker processes."""
+    jobs = min(shards, cpu_cores)
+    workers = max(1, cpu_cores // jobs)
+    waves = -(-shards // jobs)
+    pool = waves * (images / shards) * crf_s / workers
+    return {"step": name, "gpus_used": 0, "gpu_s": 0.0, "serial_cpu_s": 0.0, "cpu_workers": workers,
+            "pool_cpu_s": pool, "wall_s": pool, "images": images}
+
+
 def estimate(m: dict, gpus: int, *, cpu_cores: int, allreduce_gbps: float = 100.0,
              run: dict = VOC_RUN) -> dict:
     """Per-step and total hours of the full run on ``gpus`` GPUs.
@@ -118,8 +133,7 @@ def estimate(m: dict, gpus: int, *, cpu_cores: int, allreduce_gbps: float = 100.
                     m["classifier_s_iter"], m.get("classifier_s_iter_rank"), m["classifier_params"],
                     m["load_cls_s_image"], allreduce_gbps),
         _infer_step("cam", n, m["cam_s_image"], gpus, shards, m["decode_s_image"]),
-        {"step": "ir_label (CPU)", "gpus_used": 0, "gpu_s": 0.0,
-         "serial_cpu_s": n * 2 * m["crf3_s"] / min(shards, cpu_cores), "images": n},
+        _cpu_pool_step("ir_label (CPU)", n, 2 * m["crf3_s"], shards, cpu_cores),
         _train_step("train_relation", r["epochs"] * (n // r["batch_size"]), r["batch_size"], 1,
                     m["relation_s_iter"], None, 0, m["load_cls_s_image"], allreduce_gbps, ddp=False),
         _infer_step("expand (boundary + walk)", n, m["boundary_s_image"] + m["walk_s_image"], gpus, shards,

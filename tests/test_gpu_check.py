@@ -102,8 +102,13 @@ def test_estimate_by_hand():
     assert one["train_classifier"]["serial_cpu_s"] == pytest.approx(3305 * 0.16)
     # cam: 10582 images on 1 of 4 shards at a time
     assert one["cam"]["gpu_s"] == pytest.approx(10582 * 0.2)
-    # ir_label: 2 CRFs per image over min(4 shards, 16 cores) CPU jobs
-    assert one["ir_label (CPU)"]["serial_cpu_s"] == pytest.approx(10582 * 2 * 0.5 / 4)
+    # ir_label: 4 shard jobs at once, 16 // 4 = 4 CRF workers each: 10582 / 4 = 2645.5 images per
+    # job x 2 CRFs x 0.5 s / 4 workers = 661.375 s (all 16 cores; 1 worker each was 2645.5 s)
+    ir = one["ir_label (CPU)"]
+    assert ir["cpu_workers"] == 4 and ir["serial_cpu_s"] == 0.0 and ir["gpus_used"] == 0
+    assert ir["pool_cpu_s"] == pytest.approx(661.375) and ir["wall_s"] == pytest.approx(661.375)
+    # 2 cores: 2 of the 4 jobs at a time, 1 worker each, two waves: 2 x 2645.5 s
+    assert estimate(m, 1, cpu_cores=2)["steps"][2]["wall_s"] == pytest.approx(5291.0)
     assert one["train_relation"]["gpu_s"] == pytest.approx(990 * 1.0)
     assert one["train_segmenter"]["gpu_s"] == pytest.approx(19 * 1058 * 0.4)
     # predict on 1 GPU: 1 job, 16 CRF workers. Network 12031 x 0.05 = 601.55 s plus decoding
@@ -131,6 +136,9 @@ def test_estimate_by_hand():
     assert eight["train_segmenter"]["gpus_used"] == 5
     assert eight["cam"]["gpu_s"] == pytest.approx(10582 * 0.2 / 8)
     assert eight["train_relation"]["gpus_used"] == 1
+    # ir_label with 8 shards: 16 // 8 = 2 workers each, 1322.75 images x 2 x 0.5 s / 2 = 661.375 s
+    assert eight["ir_label (CPU)"]["cpu_workers"] == 2
+    assert eight["ir_label (CPU)"]["wall_s"] == pytest.approx(661.375)
     # predict on 8 GPUs: 8 shards at once, 16 // 8 = 2 CRF workers each; 12031 / 8 = 1503.875 images
     # per job: network 75.19 s + decoding 6.02 s, CRFs 1503.875 x 2.0 / 2 = 1503.875 s
     pred8 = eight["predict (train_aug + val)"]
