@@ -23,7 +23,7 @@ RECIPE = Recipe(
         "irnet": Expansion(
             name="irnet",
             steps=("ir_label", "train_relation"),
-            labels=Ref("conta_core.expand.irnet:make_ir_label"),
+            labels=Ref("conta_core.expand.ir_label:make_ir_label"),
             network=Ref("conta_core.expand.irnet:RelationNet"),
             loss=Ref("conta_core.expand.irnet:relation_loss"),
             expand=Ref("conta_core.expand.random_walk:expand_irnet"),

@@ -30,7 +30,7 @@ RECIPE = Recipe(
         "affinitynet": Expansion(
             name="affinitynet",
             steps=("aff_label", "train_affinity"),
-            labels=Ref("conta_core.expand.affinitynet:make_aff_label"),
+            labels=Ref("conta_core.expand.aff_label:make_aff_label"),
             network=Ref("conta_core.expand.affinitynet:AffinityNet"),
             loss=Ref("conta_core.expand.affinitynet:affinity_training_loss"),
             expand=Ref("conta_core.expand.affinitynet:expand_affinitynet"),
