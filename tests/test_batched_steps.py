@@ -6,41 +6,16 @@ import torch
 
 from conta_core.expand.crf import expand_crf
 from conta_core.parallel import ProcessMap
-from conta_core.segment import build_segmenter, predict_split
+from conta_core.segment import predict_split
 
-SEGMENT = {"backbone": 18, "weights": "none", "output_stride": 8, "freeze_bn": False, "freeze_conv1": False,
-           "aspp_rates": [2, 4], "msc_scales": [1.0]}
-
-
-class FakeIndex:
-    def __init__(self, images: dict[str, np.ndarray]):
-        self.images = images
-
-    def size(self, image_id):
-        return self.images[image_id].shape[:2]
-
-    def read_image(self, image_id):
-        return self.images[image_id]
-
-
-class DictWriter(dict):
-    def put(self, image_id, array):
-        self[image_id] = array
-
-    def pending(self, ids):
-        return [i for i in ids if i not in self]
-
+from predict_helpers import DictWriter, FakeIndex, tiny_segmenter
 
 def test_batched_prediction_equals_one_image_at_a_time():
     rng = np.random.default_rng(0)
     shapes = [(40, 48), (40, 48), (32, 32), (40, 48), (32, 32), (40, 48), (40, 48)]
     images = {f"im{k}": rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for k, shape in enumerate(shapes)}
     index = FakeIndex(images)
-    torch.manual_seed(0)
-    model = build_segmenter(SEGMENT, 4, load_weights=False).eval()
-    with torch.no_grad():  # a trained-looking head: ASPP's 0.01-std init gives near-ties everywhere
-        for branch in model.aspp.branches:
-            branch.weight.normal_(0, 0.2)
+    model = tiny_segmenter()
     one_by_one, batched = DictWriter(), DictWriter()
     predict_split(model, index, list(images), torch.device("cpu"), False, one_by_one, batch_size=1)
     predict_split(model, index, list(images), torch.device("cpu"), False, batched, batch_size=3)

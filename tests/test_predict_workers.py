@@ -10,35 +10,19 @@ import torch
 
 from conta_core.crf import dense_crf
 from conta_core.parallel import ProcessMap, loaded
-from conta_core.segment import build_segmenter, predict_split
+from conta_core.segment import predict_split
+
+from predict_helpers import DictWriter, FakeIndex, tiny_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
-SEGMENT = {"backbone": 18, "weights": "none", "output_stride": 8, "freeze_bn": False, "freeze_conv1": False,
-           "aspp_rates": [2, 4], "msc_scales": [1.0]}
-
-
-class FakeIndex:
-    def __init__(self, images: dict[str, np.ndarray]):
-        self.images = images
-
-    def size(self, image_id):
-        return self.images[image_id].shape[:2]
-
-    def read_image(self, image_id):
-        return self.images[image_id]
-
-
-class OrderWriter(dict):
+class OrderWriter(DictWriter):
     def __init__(self):
         super().__init__()
         self.order = []
 
     def put(self, image_id, array):
         self.order.append(image_id)
-        self[image_id] = array
-
-    def pending(self, ids):
-        return [i for i in ids if i not in self]
+        super().put(image_id, array)
 
 
 def _model_and_images():
@@ -49,11 +33,7 @@ def _model_and_images():
         image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
         image[:, shape[1] // 2:] //= 4  # an edge for the bilateral term
         images[f"im{k}"] = image
-    torch.manual_seed(0)
-    model = build_segmenter(SEGMENT, 4, load_weights=False).eval()
-    with torch.no_grad():  # a trained-looking head: ASPP's 0.01-std init gives near-ties everywhere
-        for branch in model.aspp.branches:
-            branch.weight.normal_(0, 0.2)
+    model = tiny_segmenter()
     return model, images
 
 
