@@ -60,12 +60,7 @@ def cam_to_label(cams: np.ndarray, class_ids: list[int], bg_threshold: float, *,
                  levels: int | None = None) -> np.ndarray:
     """Seed labels: argmax over [bg_threshold, CAM_1..CAM_K], mapped to class indices.
     ``levels``: ``cams`` are a quantised map's integers (the same labels as their float32 values)."""
-    if levels is not None:
-        return np.array([0] + list(class_ids), dtype=np.uint8)[background_argmax(cams, bg_threshold, levels)]
-    height, width = cams.shape[1:]
-    scores = np.concatenate([np.full((1, height, width), bg_threshold, np.float32), cams])
-    lookup = np.array([0] + list(class_ids), dtype=np.uint8)
-    return lookup[scores.argmax(axis=0)]
+    return np.array([0] + list(class_ids), dtype=np.uint8)[background_argmax(cams, bg_threshold, levels)]
 
 
 def cam_to_label_power(cams: np.ndarray, class_ids: list[int], alpha: float) -> np.ndarray:
