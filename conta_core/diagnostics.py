@@ -17,6 +17,19 @@ log n: 1 = uniform) and its spread across images (std over images per class,
 mean over classes, and relative to the class mean), and the spread of M across
 images relative to its mean.
 
+Why a change is small, for Eq. 3: M always lies in the convex hull of the
+vertices v_i = M(alpha = e_i) (c_i, or P(c_i) c_i with ``m_scale: prior``), so
+two contexts can differ at a location by at most the range of the v_i there.
+
+* ``m_change_permuted_pct``: mean |M(own) - M(permuted)| as a percentage of the
+  mean of that range (how much of the room the attention uses);
+* ``cam_change_ceiling_pct``: the CAM change, as above, between the two most
+  different vertices (the pair with the largest mean |v_a - v_b|): what a fully
+  peaked alpha switching between the two most different contexts of the set
+  would do to this classifier's CAMs. A permutation's change far below it is
+  the attention's doing; a ceiling that is itself small is the confounder set's
+  (similar class masks) and the classifier's (small gain on M).
+
 The CAMs here are single-scale (1.0), unflipped, at feature resolution
 upsampled to the image, on an evenly spaced subset of at most
 :data:`MAX_IMAGES` training images (:func:`subset`): the diagnostic must cost
@@ -79,6 +92,20 @@ def _class_logits(model, images: torch.Tensor, ms: list[torch.Tensor]) -> list[t
     return [model.classifier(f) for f in _branch_features(model, images, ms)]
 
 
+def extreme_contexts(context) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """(v_a, v_b, room): the two most different vertex maps of Eq. 3 ([1, 1, h, w] each) and the
+    mean over locations of the vertices' range; None without Eq. 3 (``seg_mask``, ``off``)."""
+    if context is None:
+        return None
+    n = context.confounder.shape[0]
+    vertices = context.adjust(torch.eye(n, device=context.confounder.device))      # [n, 1, h, w]
+    flat = vertices.flatten(1)
+    distance = (flat[:, None] - flat[None]).abs().mean(dim=2)
+    a, b = divmod(int(distance.argmax()), n)
+    room = float((flat.max(dim=0).values - flat.min(dim=0).values).mean())
+    return vertices[a:a + 1], vertices[b:b + 1], room
+
+
 @torch.no_grad()
 def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float | Callable, device: torch.device,
             batch_size: int = 32) -> dict[str, float]:
@@ -90,7 +117,8 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float |
     partner = derangement(ids, seed, salt=13)
     scores = {c: ConfusionMatrix(index.num_classes, index.void) for c in CONDITIONS}
     changes = {"permuted": [], "zero": []}
-    shares, alphas, maps = [], [], []
+    shares, alphas, maps, m_changes, ceiling = [], [], [], [], []
+    extremes = extreme_contexts(model.context)
     for batch in same_size_batches(ids, index.size, batch_size):
         images = torch.stack([to_tensor(index.read_image(i)) for i in batch]).to(device)
         own_x = torch.from_numpy(np.stack([x_m_of(i) for i in batch])).to(device)
@@ -100,7 +128,13 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float |
         if model.context is not None:
             alphas.append(model.context.attention(own_x).cpu())
         maps.append(m_own.flatten(1).cpu())
-        logits = dict(zip(CONDITIONS, _class_logits(model, images, [m_own, m_other, torch.zeros_like(m_own)])))
+        ms = [m_own, m_other, torch.zeros_like(m_own)]
+        if extremes is not None:
+            ms += [v.expand_as(m_own) for v in extremes[:2]]
+            m_changes.append((m_own - m_other).abs().flatten(1).mean(dim=1).cpu() / max(extremes[2], 1e-12))
+        outputs = _class_logits(model, images, ms)
+        logits = dict(zip(CONDITIONS, outputs))
+        vertex_cams = [F.relu(v) for v in outputs[len(CONDITIONS):]]
         score = {c: v.mean(dim=(2, 3)) for c, v in logits.items()}
         delta = (score["own"] - score["zero"]).abs()
         shares.append((delta / (score["zero"].abs() + delta).clamp_min(1e-12)).flatten().cpu())
@@ -114,6 +148,9 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float |
             for other in changes:
                 diff = (own - cams[other][b, classes]).abs().flatten(1).mean(dim=1)
                 changes[other].extend((100.0 * diff[live] / peak[live]).tolist())
+            if vertex_cams:
+                diff = (vertex_cams[0][b, classes] - vertex_cams[1][b, classes]).abs().flatten(1).mean(dim=1)
+                ceiling.extend((100.0 * diff[live] / peak[live]).tolist())
             truth = index.read_mask(image_id)
             for condition in CONDITIONS:
                 full = F.interpolate(cams[condition][b:b + 1, classes], size=(height, width), mode="bilinear",
@@ -125,6 +162,8 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float |
         out[f"cam_miou_{condition}"] = 100.0 * scores[condition].miou()
     for other, values in changes.items():
         out[f"cam_change_{other}_pct"] = float(np.mean(values)) if values else float("nan")
+    out["cam_change_ceiling_pct"] = float(np.mean(ceiling)) if ceiling else float("nan")
+    out["m_change_permuted_pct"] = 100.0 * float(torch.cat(m_changes).mean()) if m_changes else float("nan")
     out["score_share_m_pct"] = 100.0 * float(torch.cat(shares).mean())
     out.update(attention_stats(torch.cat(alphas).numpy() if alphas else None))
     m = torch.cat(maps).numpy()

@@ -145,3 +145,55 @@ def test_mass_by_region_by_hand():
     frame.insert(0, "round", 0)
     text = confounding_markdown(pd.concat([frame, frame.assign(round=1)]))
     assert "| horse | obj 50 · bg 17 · rider 17 | obj 50 · bg 17 · rider 17 |" in text
+
+
+def test_ceiling_and_m_change_by_hand():
+    # Linear fusion at block 5 with X' = 1 (zero X weights, bias 1) and M weights 0.5, positive class
+    # weights: the CAM of class k is S_k (1 + 0.5 M) everywhere (no ReLU clipping), S_k its weight sum.
+    index, x_m = demo_index()
+    index.classes, index.num_classes = ["background", "a", "b", "c"], 4
+    top = np.zeros((8, 8), np.float32)
+    top[:5] = 1.0
+    confounder = np.stack([np.zeros((8, 8), np.float32), np.full((8, 8), 0.2, np.float32), top])
+    # mean |c_i - c_j|: (0, 1) 0.2, (0, 2) 0.625, (1, 2) 0.575 -> the extreme pair is c_0, c_2;
+    # range over i at each location: 1 in the 5 top rows, 0.2 below -> mean 0.7
+    torch.manual_seed(0)
+    model = CamClassifier(TinyBackbone(), 3, conta_mode="adjust", blocks=(5,),
+                          confounder=torch.from_numpy(confounder), prior=torch.full((3,), 1 / 3),
+                          fusion="linear", m_init="balanced", m_scale="normalised", attention_init="scaled")
+    with torch.no_grad():
+        model.fusion["5"].x_conv.weight.zero_()
+        model.fusion["5"].x_conv.bias.fill_(1.0)
+        model.fusion["5"].m_conv.weight.fill_(0.5)
+        model.classifier.weight.uniform_(0.1, 1.0)
+    model.eval()
+    ids = list(x_m)
+    usage = m_usage(model, index, ids, x_m.get, 0, 0.5, torch.device("cpu"), 4)
+
+    w1 = model.context.w1.weight.detach().numpy().astype(np.float64)
+    w2 = model.context.w2.weight.detach().numpy().astype(np.float64)
+    keys = confounder.reshape(3, -1) @ w2.T                                # row i: W2 c_i
+
+    def context(image_id):
+        logits = keys @ (w1 @ x_m[image_id].ravel()) / math.sqrt(3)
+        alpha = np.exp(logits - logits.max())
+        return (alpha / alpha.sum()) @ confounder.reshape(3, -1)
+
+    partner = derangement(ids, 0, salt=13)
+    ceiling = [100 * 0.5 * 0.625 / (1 + 0.5 * context(i).max()) for i in ids]   # one labelled class each
+    m_change = [100 * np.abs(context(i) - context(partner[i])).mean() / 0.7 for i in ids]
+    assert usage["cam_change_ceiling_pct"] == pytest.approx(np.mean(ceiling), rel=1e-4)
+    assert usage["m_change_permuted_pct"] == pytest.approx(np.mean(m_change), rel=1e-4)
+    assert usage["m_change_permuted_pct"] > 1  # the scaled attention makes alpha differ across images
+    # The permutation can never change the CAM more than the ceiling's room allows here (linear path).
+    assert usage["cam_change_permuted_pct"] <= usage["cam_change_ceiling_pct"]
+
+
+def test_no_ceiling_without_eq3():
+    index, x_m = demo_index()
+    torch.manual_seed(0)
+    model = CamClassifier(TinyBackbone(), 2, conta_mode="seg_mask", blocks=(5,), map_size=(8, 8),
+                          fusion="linear", m_init="balanced").eval()
+    usage = m_usage(model, index, list(x_m), x_m.get, 0, 0.5, torch.device("cpu"), 4)
+    assert math.isnan(usage["cam_change_ceiling_pct"]) and math.isnan(usage["m_change_permuted_pct"])
+    assert usage["cam_change_permuted_pct"] > 0

@@ -57,7 +57,8 @@ SETTINGS = {
 GROUPS = {"arms": ["permuted", "oracle"], "q1": ["q1_seg_mask"], "q2": [],
           "q3": ["q3_block2", "q3_block3", "q3_block4", "q3_dense"], "q4": ["q4_pseudo_mask"]}
 ARM_NAMES = {"default": "adjust"}  # the default setting is CONTA itself
-M_USAGE_KEYS = ["cam_change_permuted_pct", "cam_change_zero_pct", "cam_miou_own", "cam_miou_permuted",
+M_USAGE_KEYS = ["cam_change_permuted_pct", "cam_change_zero_pct", "cam_change_ceiling_pct", "m_change_permuted_pct",
+                "cam_miou_own", "cam_miou_permuted",
                 "cam_miou_zero", "score_share_m_pct", "alpha_entropy", "alpha_rel_spread", "w1_rel_change",
                 "w2_rel_change"]
 
@@ -92,6 +93,7 @@ def check_threads(m_usage: dict[tuple[str, int], pd.DataFrame], allow_mixed: boo
 def diagnostics_table(m_usage: dict, confounding: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(M usage: mean over seeds per arm and round; confounding: object/background shares per class)."""
     usage = pd.concat([f.assign(arm=ARM_NAMES.get(a, a), seed=s) for (a, s), f in m_usage.items()])
+    usage = usage.reindex(columns=["arm", "round", *M_USAGE_KEYS])  # older runs lack the newer keys: NaN
     usage = usage[usage["round"] > 0].groupby(["arm", "round"])[M_USAGE_KEYS].mean().reset_index()
     conf = pd.concat([f.assign(arm=ARM_NAMES.get(a, a), seed=s) for (a, s), f in confounding.items()])
     conf = conf[conf["region"].isin(["object", "background"])]

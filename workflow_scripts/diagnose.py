@@ -17,7 +17,8 @@ from conta_core.data.index import DatasetIndex
 from conta_core.store import ShardedReader
 
 M_USAGE_COLUMNS = ["round", "mode", "threads", "images", "cam_miou_own", "cam_miou_permuted", "cam_miou_zero",
-                   "cam_change_permuted_pct", "cam_change_zero_pct", "score_share_m_pct", "alpha_entropy",
+                   "cam_change_permuted_pct", "cam_change_zero_pct", "cam_change_ceiling_pct",
+                   "m_change_permuted_pct", "score_share_m_pct", "alpha_entropy",
                    "alpha_std", "alpha_rel_spread", "m_mean", "m_rel_spread", "w1_rel_change", "w2_rel_change",
                    "m_weight_norm_start", "m_weight_norm_end", "seconds"]
 

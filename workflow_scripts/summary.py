@@ -17,6 +17,8 @@ from conta_core.report_html import markdown_to_html
 M_USAGE_TITLES = {
     "cam_change_permuted_pct": "CAM change, permuted X_m (% of peak)",
     "cam_change_zero_pct": "CAM change, M = 0 (% of peak)",
+    "cam_change_ceiling_pct": "CAM change, the two most different contexts of C (% of peak)",
+    "m_change_permuted_pct": "M change, permuted X_m (% of the room C allows)",
     "cam_miou_own": "CAM mIoU own X_m (1 scale)",
     "cam_miou_permuted": "CAM mIoU permuted X_m",
     "cam_miou_zero": "CAM mIoU M = 0",
@@ -39,6 +41,8 @@ def m_usage_markdown(table: pd.DataFrame) -> str:
              "| | " + " | ".join(f"Round {int(r)}" for r in rounds["round"]) + " |",
              "|---|" + "---:|" * len(rounds)]
     for key, title in M_USAGE_TITLES.items():
+        if key not in rounds:  # a run made before this diagnostic existed
+            continue
         cells = [("" if pd.isna(v) else f"{v:.3g}") for v in rounds[key]]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
