@@ -130,7 +130,7 @@ def m_usage(model, index, ids: list[str], x_m_of, seed: int, cam_labels: float |
         maps.append(m_own.flatten(1).cpu())
         ms = [m_own, m_other, torch.zeros_like(m_own)]
         if extremes is not None:
-            ms += [v.expand_as(m_own) for v in extremes[:2]]
+            ms += [v.expand_as(m_own).contiguous() for v in extremes[:2]]
             m_changes.append((m_own - m_other).abs().flatten(1).mean(dim=1).cpu() / max(extremes[2], 1e-12))
         outputs = _class_logits(model, images, ms)
         logits = dict(zip(CONDITIONS, outputs))
