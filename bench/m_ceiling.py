@@ -15,8 +15,9 @@ and N times without the ceiling (alternating, after one warm-up of each) and pri
 the medians: the ceiling's share of the ``diagnose`` job (issue 11: the diagnostics
 must add at most 10 % to a round; bench/diagnostics_cost.md).
 
-The CAM labelling thresholds come from config.yaml's ``cam`` section (all demos use
-its values). Read-only: nothing in the runs is written.
+The CAM labelling thresholds come from config.yaml's ``cam`` section, updated by the
+``cam`` section of ``--configfile`` (the SEC, DSRG and SEAM demo presets set their own);
+the printed columns do not depend on them. Read-only: nothing in the runs is written.
 """
 from __future__ import annotations
 
@@ -96,9 +97,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="also write the rows as CSV here")
     p.add_argument("--time", type=int, metavar="N", help="time the ceiling's cost instead (N paired repetitions)")
+    p.add_argument("--configfile", type=Path, help="the preset the runs were made with (its cam section)")
     args = p.parse_args()
     set_threads(args.threads)
     cam = yaml.safe_load((REPO / "config.yaml").read_text())["cam"]
+    if args.configfile:
+        cam.update((yaml.safe_load(args.configfile.read_text()) or {}).get("cam") or {})
     if args.time:
         for run in args.runs:
             time_ceiling(run, run_rounds(run)[0], cam, args.time)
