@@ -31,8 +31,10 @@ sys.path.insert(0, str(REPO))
 CAM_DIGEST = "bench0000bench000"
 
 
-def make_shard(root: Path, images: int, side: int) -> tuple[Path, Path, list[str]]:
-    """An index of ``images`` generated train images and their CAM shard (1 shard)."""
+def make_shard(root: Path, images: int, side: int, blob_divisor: float | None = None) -> tuple[Path, Path, list[str]]:
+    """An index of ``images`` generated train images and their CAM shard (1 shard): one smooth
+    blob per labelled class, max-normalised (confident cores, unsure rims, background elsewhere),
+    of std side / ``blob_divisor`` (None: drawn per blob in [3, 6])."""
     from conta_core.data.index import DatasetIndex, build_index
     from conta_core.data.synthetic import DEFAULT_PARAMS, generate_synthetic
     from conta_core.store import MapWriter
@@ -52,7 +54,7 @@ def make_shard(root: Path, images: int, side: int) -> tuple[Path, Path, list[str
             h, w = index.size(image_id)
             yy, xx = np.mgrid[:h, :w]
             maps = [np.exp(-((yy - rng.uniform(0, h)) ** 2 + (xx - rng.uniform(0, w)) ** 2)
-                           / (2 * (h / rng.uniform(3, 6)) ** 2)) for _ in classes]
+                           / (2 * (h / (blob_divisor or rng.uniform(3, 6))) ** 2)) for _ in classes]
             cams = np.asarray([m / m.max() for m in maps], np.float32).reshape(len(classes), h, w)
             writer.put(image_id, cams, classes=classes)
     return root / "index", cam, index.ids("train")

@@ -9,40 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conta_core.data.index import DatasetIndex, build_index
-from conta_core.data.synthetic import DEFAULT_PARAMS, generate_synthetic
+from conta_core.data.index import DatasetIndex
 from conta_core.expand.aff_label import AFFINITYNET_CRF
 from conta_core.expand.ir_label import IR_CRF_PARAMS
-from conta_core.store import MapReader, MapWriter
+from conta_core.store import MapReader
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "workflow_scripts"
-CAM_DIGEST = "cafe0123cafe0123"
+sys.path.insert(0, str(REPO / "bench"))
+from ir_label_workers import CAM_DIGEST, make_shard  # noqa: E402  (the benchmark's CAM shard, at a fixed blob width)
 
 
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory):
     """A 1-shard index of 7 synthetic 40x40 images and its CAM shard (255 levels, as cam.py writes)."""
     tmp = tmp_path_factory.mktemp("labels")
-    generate_synthetic(tmp / "data", **dict(DEFAULT_PARAMS, num_train=7, num_val=1, image_size=40))
-    build_index({"kind": "voc_layout", "root": str(tmp / "data"), "splits": {"train": "train.txt", "val": "val.txt"},
-                 "train_split": "train", "eval_split": "val"}, tmp / "index")
-    index = DatasetIndex.load(tmp / "index")
-    rng = np.random.default_rng(0)
-    cam = tmp / "cam.h5"
-    attrs = {"step": "cam", "round": 0, "config_digest": CAM_DIGEST, "class_names": index.classes,
-             "shard": 0, "shards": 1}
-    with MapWriter(cam, kind="cam", attrs=attrs, quantize=255) as writer:
-        for image_id in index.ids("train"):
-            classes = index.labels(image_id)
-            h, w = index.size(image_id)
-            # smooth blobs, max-normalised: confident cores, unsure rims, background elsewhere
-            yy, xx = np.mgrid[:h, :w]
-            maps = [np.exp(-((yy - rng.uniform(0, h)) ** 2 + (xx - rng.uniform(0, w)) ** 2) / (2 * (h / 5) ** 2))
-                    for _ in classes]
-            cams = np.asarray([m / m.max() for m in maps], np.float32).reshape(len(classes), h, w)
-            writer.put(image_id, cams, classes=classes)
-    return tmp, index, cam
+    index_dir, cam, _ = make_shard(tmp, images=7, side=40, blob_divisor=5)
+    return tmp, DatasetIndex.load(index_dir), cam
 
 
 def run_step(step: str, shard, threads: int, out: Path) -> dict:
